@@ -1,0 +1,75 @@
+"""Attack configuration (``patchsim attack --config FILE``); the shipped defaults live in ``patchsim/defaults``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from patchsim.attack.patch import PatchConfig
+from patchsim.config import FieldError, load_yaml, param
+from patchsim.eot.pipeline import EOTConfig
+from patchsim.eot.scenes import SceneConfig
+
+DEFAULTS_DIR = Path(__file__).resolve().parent.parent / "defaults"
+GOALS = ("vanish", "misclassify", "appear", "steer")
+
+
+@dataclass
+class AttackConfig:
+    name: str = param("stop_sticker_vanish", help="label for reports")
+    victim: str = param("detector:default", help="victim spec: detector:NAME, lanekeeper:NAME or a checkpoint path")
+    goal: str = param("vanish", help="vanish, misclassify, appear (detectors) or steer (lane-keepers)")
+    source_class: str = param("stop_sign", help="class to hide or change")
+    target_class: str | None = param(None, help="class to produce (misclassify, appear)")
+    steer_direction: str = param("left", help="left or right (steer)")
+    scenes: SceneConfig = param(default_factory=SceneConfig)
+    heldout: SceneConfig = param(default_factory=lambda: SceneConfig(frames=32, seed=1000))
+    patch: PatchConfig = param(default_factory=PatchConfig)
+    eot: EOTConfig = param(default_factory=EOTConfig)
+    printer_profile: str = param("default", help="printer profile name or JSON path")
+    steps: int = param(400, range=(1, 1_000_000), help="optimization steps")
+    batch: int = param(12, range=(1, 4096), help="EOT samples per step")
+    lr: float = param(0.03, range=(1e-5, 1.0), help="Adam learning rate (colour units per step)")
+    lr_schedule: str = param("cosine", help="cosine or constant")
+    tv_weight: float = param(2.5, range=(0.0, 1000.0), help="total variation weight (Thys et al.: 2.5)")
+    nps_weight: float = param(0.01, range=(0.0, 1000.0), help="non-printability weight (Thys et al.: 0.01)")
+    similarity_weight: float = param(0.0, range=(0.0, 1000.0), help="pull towards the original face colours")
+    mask_search_steps: int = param(40, range=(0, 100000), help="poster steps that find sticker positions")
+    eval_every: int = param(25, range=(1, 1_000_000), help="held-out evaluation period (steps)")
+    eval_samples: int = param(64, range=(1, 100000), help="held-out samples for best-patch selection")
+    final_samples: int = param(200, range=(1, 100000), help="held-out samples for the reported metrics")
+    checkpoint_every: int = param(25, range=(1, 1_000_000), help="checkpoint period (steps)")
+    time_budget_s: float | None = param(None, unit="s", range=(1.0, None), help="stop optimizing after this long")
+    target_success: float | None = param(None, range=(0.0, 1.0), help="stop once held-out success reaches this")
+    conf_threshold: float = param(0.25, range=(0.0, 1.0), help="detection score threshold for success tests")
+    seed: int = param(0, range=(0, 2**31 - 1), help="fixes every sample and initialization")
+    device: str = param("cpu", help="cpu, cuda or cuda:N")
+    amp: bool = param(True, help="float16 autocast for the victim on CUDA")
+
+    def __post_init__(self) -> None:
+        if self.goal not in GOALS:
+            raise FieldError("goal", f"goal must be one of {', '.join(GOALS)}, not {self.goal!r}")
+        if self.goal in ("misclassify", "appear") and not self.target_class:
+            raise FieldError("target_class", f"goal {self.goal!r} needs target_class")
+        if self.steer_direction not in ("left", "right"):
+            raise FieldError("steer_direction", "steer_direction must be left or right")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise FieldError("lr_schedule", "lr_schedule must be cosine or constant")
+
+    @property
+    def is_steer(self) -> bool:
+        return self.goal == "steer"
+
+
+def load_attack_config(path: str | Path | None) -> AttackConfig:
+    """A config file, a shipped default by name (``stop_sticker_vanish``), or the default attack."""
+    if path is None:
+        path = DEFAULTS_DIR / "stop_sticker_vanish.yaml"
+    p = Path(path)
+    if not p.suffix and not p.exists():
+        p = DEFAULTS_DIR / f"{p}.yaml"
+    return load_yaml(p, AttackConfig)
+
+
+def shipped_configs() -> list[str]:
+    return sorted(f.stem for f in DEFAULTS_DIR.glob("*.yaml"))

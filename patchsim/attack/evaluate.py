@@ -1,0 +1,101 @@
+"""Held-out evaluation of a patch: the same sampled conditions with and without the patch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from patchsim.attack.losses import detected
+from patchsim.eot.pipeline import EOT
+from patchsim.eot.scenes import SceneBank
+from patchsim.eot.transforms import select
+
+STEER_DEG_PER_UNIT = 35.0  # steer command 1.0 = the lane-keepers' 35 degree wheel angle
+
+
+@dataclass
+class HeldoutResult:
+    """Per-sample outcomes on held-out conditions.
+
+    Detector goals: ``clean_hit`` / ``adv_hit`` say whether the source class was detected on the
+    object; ``adv_target`` whether the target class was; ``success`` is the goal's test.
+    Steering goal: ``clean_steer_deg`` / ``adv_steer_deg`` wheel angles in degrees.
+    """
+
+    success: np.ndarray
+    clean_hit: np.ndarray | None = None
+    adv_hit: np.ndarray | None = None
+    adv_target: np.ndarray | None = None
+    clean_steer_deg: np.ndarray | None = None
+    adv_steer_deg: np.ndarray | None = None
+
+    @property
+    def success_rate(self) -> float:
+        return float(self.success.mean()) if len(self.success) else 0.0
+
+    def summary(self) -> dict:
+        out = {"heldout_success_rate": round(self.success_rate, 4), "heldout_samples": int(len(self.success))}
+        if self.clean_hit is not None:
+            out["clean_detection_rate"] = round(float(self.clean_hit.mean()), 4)
+            out["adversarial_detection_rate"] = round(float(self.adv_hit.mean()), 4)
+        if self.adv_target is not None:
+            out["adversarial_target_rate"] = round(float(self.adv_target.mean()), 4)
+        if self.clean_steer_deg is not None:
+            change = self.adv_steer_deg - self.clean_steer_deg
+            out["mean_steer_change_deg"] = round(float(change.mean()), 3)
+            out["clean_steer_std_deg"] = round(float(self.clean_steer_deg.std()), 3)
+            out["clean_steer_mean_deg"] = round(float(self.clean_steer_deg.mean()), 3)
+        return out
+
+
+@torch.no_grad()
+def evaluate_heldout(victim, eot: EOT, bank: SceneBank, params: dict, colours: torch.Tensor, mask: torch.Tensor,
+                     goal: str, source_class: str = "stop_sign", target_class: str | None = None,
+                     steer_direction: str = "left", conf: float = 0.25, batch: int = 16,
+                     device: str | torch.device = "cpu", clean_cache: dict | None = None) -> HeldoutResult:
+    """Render every sample of ``params`` with and without the patch and test the goal.
+
+    ``clean_cache`` (a dict) keeps the clean outcomes between calls on the same params.
+    """
+    n = int(params["scene"].shape[0])
+    clean_key = "clean"
+    clean_list, adv_list, tgt_list = [], [], []
+    for i in range(0, n, batch):
+        sub = select(params, list(range(i, min(i + batch, n))))
+        adv = eot.render(colours, mask, sub, bank, device=device)
+        if goal == "steer":
+            adv_list.append(victim(adv.images).float().cpu() * STEER_DEG_PER_UNIT)
+            if clean_cache is None or clean_key not in clean_cache:
+                clean = eot.render(None, None, sub, bank, device=device)
+                clean_list.append(victim(clean.images).float().cpu() * STEER_DEG_PER_UNIT)
+            continue
+        src_idx = victim.class_indices(source_class)
+        dets = victim.predict(adv.images)
+        adv_list.append(detected(dets, adv.boxes, src_idx, conf))
+        if target_class:
+            tgt_list.append(detected(dets, adv.boxes, victim.class_indices(target_class), conf))
+        if clean_cache is None or clean_key not in clean_cache:
+            clean = eot.render(None, None, sub, bank, device=device)
+            clean_list.append(detected(victim.predict(clean.images), clean.boxes, src_idx, conf))
+    if clean_cache is not None and clean_key in clean_cache:
+        clean_vals = clean_cache[clean_key]
+    else:
+        clean_vals = torch.cat(clean_list).numpy()
+        if clean_cache is not None:
+            clean_cache[clean_key] = clean_vals
+    adv_vals = torch.cat(adv_list).numpy()
+    if goal == "steer":
+        change = adv_vals - clean_vals
+        sign = 1.0 if steer_direction == "left" else -1.0
+        margin = max(2.0 * float(clean_vals.std()), 1.0)
+        return HeldoutResult(success=(sign * change > margin), clean_steer_deg=clean_vals, adv_steer_deg=adv_vals)
+    tgt = torch.cat(tgt_list).numpy() if tgt_list else None
+    if goal == "vanish":
+        success = ~adv_vals
+    elif goal == "misclassify":
+        success = tgt & ~adv_vals
+    else:
+        success = tgt
+    return HeldoutResult(success=success, clean_hit=clean_vals, adv_hit=adv_vals, adv_target=tgt)

@@ -1,0 +1,358 @@
+"""The EOT patch optimizer: Adam over EOT batches, best patch kept by held-out evaluation.
+
+Run directory (everything needed to repeat the result)::
+
+    config.yaml            the resolved attack config
+    run.json               seed, versions, command line
+    scenes.pt              the training and held-out scene banks (frames, corners, shading)
+    heldout_params.json    the held-out EOT conditions (replayable)
+    checkpoint.pt          patch, optimizer and progress; ``--resume`` continues from it
+    patch.png, mask.png    the best patch at print resolution, and its mask
+    patch_preview.png      the slot as printed (patch over the original face)
+    patch.json             slot, size, dpi, victim, losses, EOT config, seed, versions, metrics
+    failures.json          held-out conditions where the patch failed (replay them)
+    curves.png, tb/        loss and held-out success curves; TensorBoard logs
+
+Each step's EOT samples come from a generator seeded with (seed, step), and checkpoints hold
+every piece of state, so a resumed run ends with the same patch as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from patchsim.attack.config import AttackConfig
+from patchsim.attack.evaluate import evaluate_heldout
+from patchsim.attack.losses import detector_loss, steer_loss
+from patchsim.attack.patch import Patch, SlotInfo, place_stickers, total_variation
+from patchsim.config import to_dict
+from patchsim.eot.pipeline import EOT
+from patchsim.eot.printer import default_profile, load_profile, non_printability
+from patchsim.eot.scenes import SceneBank, build_sim_bank, load_photo_bank
+from patchsim.eot.transforms import params_to_json, select
+from patchsim.errors import CheckpointError
+from patchsim.runs import atomic_path, manifest, write_image, write_json, write_text
+
+
+@dataclass
+class AttackResult:
+    out_dir: Path
+    metrics: dict
+    patch: Patch
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step + 17)
+
+
+def _banks(cfg: AttackConfig, out: Path) -> tuple[SceneBank, SceneBank]:
+    """Build the scene banks once per run directory and reuse them on resume."""
+    path = out / "scenes.pt"
+    if path.is_file():
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        return SceneBank.from_dict(data["train"]), SceneBank.from_dict(data["heldout"])
+    banks = []
+    for sc in (cfg.scenes, cfg.heldout):
+        if sc.photos:
+            from patchsim.sim.scenario import SIGN_FACE_SIZE_M
+
+            kind = cfg.source_class if cfg.source_class in SIGN_FACE_SIZE_M else "stop_sign"
+            banks.append(load_photo_bank(sc.photos, SIGN_FACE_SIZE_M[kind], kind))
+        else:
+            banks.append(build_sim_bank(sc))
+    with atomic_path(path) as tmp:
+        torch.save({"train": banks[0].to_dict(), "heldout": banks[1].to_dict()}, tmp)
+    return banks[0], banks[1]
+
+
+def _load_victim(cfg: AttackConfig):
+    from patchsim.victims.registry import load_victim
+
+    victim = load_victim(cfg.victim, device=cfg.device)
+    if cfg.is_steer != hasattr(victim, "road_view"):
+        kind = "lane-keeper" if cfg.is_steer else "detector"
+        raise ValueError(f"goal {cfg.goal!r} needs a {kind}, but victim {cfg.victim!r} is not one")
+    return victim
+
+
+def _autocast(cfg: AttackConfig):
+    if cfg.amp and torch.device(cfg.device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+class _Objective:
+    """Loss of one EOT batch for the configured goal and regularizers."""
+
+    def __init__(self, cfg: AttackConfig, victim, eot: EOT, palette: torch.Tensor):
+        self.cfg, self.victim, self.eot, self.palette = cfg, victim, eot, palette
+
+    def __call__(self, patch: Patch, bank: SceneBank, params: dict) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        batch = self.eot.render(patch.image(), patch.mask, params, bank, device=cfg.device)
+        with _autocast(cfg):
+            if cfg.is_steer:
+                per = steer_loss(self.victim(batch.images).float(), cfg.steer_direction)
+            else:
+                raw = self.victim(batch.images)
+                per = detector_loss(self.victim, raw, batch.boxes, cfg.goal, cfg.source_class, cfg.target_class)
+        attack = per.float().mean()
+        img = patch.image()
+        tv = total_variation(img, patch.mask)
+        seen = self.eot.profile.apply(img[None])[0] if self.eot.profile is not None else img
+        nps = non_printability(seen, self.palette, patch.mask)
+        loss = attack + cfg.tv_weight * tv + cfg.nps_weight * nps
+        if cfg.similarity_weight:
+            sim = (((img - patch.base) ** 2) * patch.mask).sum() / (3 * patch.mask.sum() + 1e-8)
+            loss = loss + cfg.similarity_weight * sim
+        return loss, {"loss": loss.item(), "attack": attack.item(), "tv": tv.item(), "nps": nps.item()}
+
+
+def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> AttackResult:
+    """Optimize a patch as ``cfg`` says; write the run directory; return the held-out metrics."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    if resume and not ckpt_path.is_file():
+        raise CheckpointError(f"{ckpt_path}: nothing to resume (no checkpoint)")
+    if not resume and ckpt_path.is_file():
+        raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
+    if resume:
+        saved_cfg = (out / "config.yaml").read_text()
+        if saved_cfg != yaml.safe_dump(to_dict(cfg), sort_keys=False):
+            raise CheckpointError(f"{out}/config.yaml differs from the config given; resume with the same config")
+    write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_json(out / "run.json", manifest("attack", cfg.seed, to_dict(cfg)))
+    torch.manual_seed(cfg.seed)
+    t_start = time.perf_counter()
+
+    victim = _load_victim(cfg)
+    bank, heldout_bank = _banks(cfg, out)
+    bank, heldout_bank = bank.to(cfg.device), heldout_bank.to(cfg.device)
+    profile = load_profile(cfg.printer_profile) if cfg.printer_profile != "default" else _default_profile()
+    palette = torch.as_tensor(profile.palette, dtype=torch.float32, device=cfg.device)
+    eot = EOT(cfg.eot, profile)
+    slot = SlotInfo(cfg.scenes.slot, bank.slot_kind, bank.slot_size_m, bank.sign_kind)
+    patch = Patch(slot, cfg.patch, device=cfg.device, generator=torch.Generator().manual_seed(cfg.seed))
+    objective = _Objective(cfg, victim, eot, palette)
+
+    heldout = eot.sample(heldout_bank, cfg.final_samples, torch.Generator().manual_seed(cfg.seed + 99_991),
+                         full_frame=True)
+    write_json(out / "heldout_params.json", params_to_json(heldout))
+    select_params = select(heldout, list(range(min(cfg.eval_samples, cfg.final_samples))))
+    clean_cache: dict = {}
+
+    def heldout_eval(colours: torch.Tensor, params: dict, cache: dict):
+        return evaluate_heldout(victim, eot, heldout_bank, params, colours, patch.mask, cfg.goal, cfg.source_class,
+                                cfg.target_class, cfg.steer_direction, cfg.conf_threshold, device=cfg.device,
+                                clean_cache=cache)
+
+    opt = torch.optim.Adam([patch.colours], lr=cfg.lr)
+    state = {"step": 0, "best_score": -1.0, "best_step": -1, "best_colours": None, "history": [], "evals": [],
+             "elapsed_s": 0.0, "positions": None}
+    if resume:
+        ck = torch.load(ckpt_path, map_location=cfg.device, weights_only=True)
+        patch.colours.data.copy_(ck["colours"])
+        patch.set_mask(ck["mask"])
+        opt.load_state_dict(ck["optimizer"])
+        state = ck["state"]
+    else:
+        if cfg.patch.mask == "stickers":
+            positions = cfg.patch.sticker_positions_m or _search_sticker_positions(cfg, patch, objective, bank)
+            state["positions"] = [list(p) for p in positions]
+            patch.set_mask(patch.sticker_mask(positions))
+        elif cfg.patch.mask == "file":
+            patch.set_mask(_read_mask(cfg.patch.mask_file, patch.hw, cfg.device))
+        if patch.coverage() > cfg.patch.max_coverage + 1e-6 and cfg.patch.mask != "full":
+            raise ValueError(f"mask covers {patch.coverage():.1%} of the face, above max_coverage "
+                             f"{cfg.patch.max_coverage:.0%}")
+
+    def lr_at(step: int) -> float:
+        if cfg.lr_schedule == "constant":
+            return cfg.lr
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps)))
+
+    def save_checkpoint() -> None:
+        with atomic_path(ckpt_path) as tmp:
+            torch.save({"colours": patch.colours.detach().clone(), "mask": patch.mask.detach().clone(),
+                        "optimizer": opt.state_dict(), "state": state}, tmp)
+
+    writer = _tensorboard(out)
+    bar = tqdm(total=cfg.steps, initial=state["step"], desc=cfg.name, disable=not progress, leave=False)
+    elapsed0 = state["elapsed_s"]
+    t_loop = time.perf_counter()
+    stopped = "steps"
+    while state["step"] < cfg.steps:
+        step = state["step"]
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        params = eot.sample(bank, cfg.batch, _step_generator(cfg.seed, step))
+        loss, parts = objective(patch, bank, params)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            patch.colours.clamp_(0, 1)
+        state["step"] = step + 1
+        state["history"].append({"step": step + 1, **{k: round(v, 5) for k, v in parts.items()}})
+        if writer:
+            for k, v in parts.items():
+                writer.add_scalar(f"train/{k}", v, step + 1)
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            res = heldout_eval(patch.image().detach(), select_params, clean_cache)
+            score = res.success_rate
+            state["evals"].append({"step": step + 1, "heldout_success_rate": round(score, 4)})
+            if score > state["best_score"]:
+                state["best_score"], state["best_step"] = score, step + 1
+                state["best_colours"] = patch.image().detach().clone()
+            if writer:
+                writer.add_scalar("heldout/success_rate", score, step + 1)
+            bar.set_postfix(loss=f"{parts['loss']:.3f}", heldout=f"{score:.2f}")
+        else:
+            bar.set_postfix(loss=f"{parts['loss']:.3f}")
+        bar.update(1)
+        state["elapsed_s"] = elapsed0 + time.perf_counter() - t_loop
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            save_checkpoint()
+        if cfg.target_success is not None and state["best_score"] >= cfg.target_success:
+            stopped = "target_success"
+            break
+        if cfg.time_budget_s is not None and state["elapsed_s"] >= cfg.time_budget_s:
+            stopped = "time_budget"
+            break
+    bar.close()
+    save_checkpoint()
+    if writer:
+        writer.close()
+
+    best = state["best_colours"] if state["best_colours"] is not None else patch.image().detach()
+    patch.colours.data.copy_(best)
+    final = heldout_eval(best, heldout, {})
+    metrics = {**final.summary(), "steps": state["step"], "best_step": state["best_step"],
+               "selection_success_rate": round(state["best_score"], 4), "stopped_by": stopped,
+               "optimize_s": round(state["elapsed_s"], 1), "wall_s": round(time.perf_counter() - t_start, 1),
+               "coverage": round(patch.coverage(), 4)}
+    failures = np.where(~final.success)[0].tolist()
+    write_json(out / "failures.json", {"indices": failures,
+                                       "params": params_to_json(select(heldout, failures)) if failures else None})
+    _write_outputs(out, cfg, patch, state, metrics, profile)
+    return AttackResult(out, metrics, patch)
+
+
+def _default_profile():
+    from patchsim.eot.printer import PROFILES_DIR
+
+    path = PROFILES_DIR / "default.json"
+    return load_profile(path) if path.is_file() else default_profile()
+
+
+def _search_sticker_positions(cfg: AttackConfig, patch: Patch, objective: _Objective,
+                              bank: SceneBank) -> list[tuple[float, float]]:
+    """RP2-style: optimize a poster briefly, then put the stickers where the gradient was largest."""
+    colours = patch.colours.detach().clone()
+    opt = torch.optim.Adam([patch.colours], lr=cfg.lr)
+    saliency = torch.zeros(patch.hw, device=patch.colours.device)
+    for k in range(cfg.mask_search_steps):
+        params = objective.eot.sample(bank, cfg.batch, _step_generator(cfg.seed, -1 - k))
+        loss, _ = objective(patch, bank, params)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        saliency += patch.colours.grad.abs().sum(0)
+        opt.step()
+        with torch.no_grad():
+            patch.colours.clamp_(0, 1)
+    if cfg.mask_search_steps == 0:
+        saliency = torch.ones(patch.hw, device=patch.colours.device)
+    else:  # reward where the poster moved far from the sign as well as where the gradient was strong
+        saliency = saliency / saliency.max().clamp(min=1e-12) + (patch.image() - colours).abs().sum(0).detach()
+    patch.colours.data.copy_(colours)
+    return place_stickers(saliency, patch, cfg.patch.stickers, cfg.patch.sticker_size_m, cfg.patch.max_coverage)
+
+
+def _read_mask(path: str | None, hw: tuple[int, int], device) -> torch.Tensor:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise FileNotFoundError(f"{path}: mask image not found or unreadable")
+    img = cv2.resize(img, (hw[1], hw[0]), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    return torch.from_numpy(img)[None].to(device)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # pragma: no cover - tensorboard is a dependency, but logs are optional
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+def _write_outputs(out: Path, cfg: AttackConfig, patch: Patch, state: dict, metrics: dict, profile) -> None:
+    from patchsim.runs import versions
+
+    img, mask = patch.print_pixels()
+    write_image(out / "patch.png", img, dpi=cfg.patch.print_dpi)
+    write_image(out / "mask.png", mask, dpi=cfg.patch.print_dpi)
+    preview = (patch.composite().detach().cpu().permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    write_image(out / "patch_preview.png", preview)
+    write_image(out / "patch_rgba.png", patch.rgba())
+    _plot_curves(out / "curves.png", state)
+    doc = {
+        "patch_id": f"{cfg.name}-s{cfg.seed}",
+        "slot": {"name": patch.slot.name, "kind": patch.slot.kind, "size_m": list(patch.slot.size_m),
+                 "sign_kind": patch.slot.sign_kind},
+        "pixels_per_m": cfg.patch.pixels_per_m,
+        "print_dpi": cfg.patch.print_dpi,
+        "mask": {"kind": cfg.patch.mask, "coverage": round(patch.coverage(), 4),
+                 "stickers_m": [{"x_m": round(p[0], 4), "y_m": round(p[1], 4), "w_m": cfg.patch.sticker_size_m[0],
+                                 "h_m": cfg.patch.sticker_size_m[1]} for p in (state.get("positions") or [])]},
+        "victim": cfg.victim,
+        "goal": {"goal": cfg.goal, "source_class": cfg.source_class, "target_class": cfg.target_class,
+                 "steer_direction": cfg.steer_direction if cfg.is_steer else None},
+        "losses": {"tv_weight": cfg.tv_weight, "nps_weight": cfg.nps_weight,
+                   "similarity_weight": cfg.similarity_weight},
+        "eot": to_dict(cfg.eot),
+        "printer_profile": profile.name,
+        "seed": cfg.seed,
+        "versions": versions(),
+        "metrics": metrics,
+        "files": {"patch": "patch.png", "mask": "mask.png", "preview": "patch_preview.png", "rgba": "patch_rgba.png",
+                  "config": "config.yaml", "checkpoint": "checkpoint.pt"},
+    }
+    write_json(out / "patch.json", doc)
+
+
+def _plot_curves(path: Path, state: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hist = state["history"]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    if hist:
+        ax[0].plot([h["step"] for h in hist], [h["attack"] for h in hist], lw=0.8, label="attack loss")
+        ax[0].plot([h["step"] for h in hist], [h["loss"] for h in hist], lw=0.8, label="total loss")
+        ax[0].legend()
+    ax[0].set_xlabel("step")
+    ev = state["evals"]
+    if ev:
+        ax[1].plot([e["step"] for e in ev], [e["heldout_success_rate"] for e in ev], marker="o")
+    ax[1].set_ylim(0, 1)
+    ax[1].set_xlabel("step")
+    ax[1].set_ylabel("held-out success rate")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+

@@ -1,0 +1,216 @@
+"""Patch parameterization: physical size, resolution, slot, mask, colours.
+
+A patch lives in the coordinates of its slot: for a sign face, the face's bounding rectangle
+(x right, y down from the top-left corner, metres); for a road region, the region seen from above
+with its top edge farthest from an approaching car. ``pixels_per_m`` sets the optimization
+resolution; ``print_dpi`` the resolution of the printable ``patch.png``.
+
+Masks:
+    - ``full``: the whole slot (for a sign, the face outline): a poster.
+    - ``stickers``: N rectangles (RP2-style), at given positions or at positions found by a
+      saliency search (see :func:`place_stickers`), within a coverage budget of the face area.
+    - ``file``: any mask image (white = patch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from patchsim.config import FieldError, param
+from patchsim.sim.textures import face_outline, sign_face
+
+
+@dataclass
+class PatchConfig:
+    mask: str = param("stickers", help="full, stickers, or file")
+    mask_file: str | None = param(None, help="mask image for mask: file (white = patch)")
+    stickers: int = param(4, range=(1, 32), help="number of rectangular stickers")
+    sticker_size_m: tuple[float, float] = param((0.17, 0.17), unit="m", range=(0.01, 5.0), help="sticker w, h")
+    sticker_positions_m: list[tuple[float, float]] | None = param(
+        None, unit="m", help="top-left corners in slot coordinates; unset: found by saliency search")
+    max_coverage: float = param(0.25, range=(0.01, 1.0), help="largest share of the face the mask may cover")
+    pixels_per_m: float = param(128.0, unit="px/m", range=(16.0, 4000.0), help="optimization resolution")
+    print_dpi: float = param(150.0, unit="dpi", range=(10.0, 2400.0), help="resolution of the printable patch.png")
+    init: str = param("base", help="base (the sign as it is), grey, or random")
+
+    def __post_init__(self) -> None:
+        if self.mask not in ("full", "stickers", "file"):
+            raise FieldError("mask", f"mask must be full, stickers or file, not {self.mask!r}")
+        if self.mask == "file" and not self.mask_file:
+            raise FieldError("mask_file", "mask: file needs mask_file")
+        if self.init not in ("base", "grey", "random"):
+            raise FieldError("init", f"init must be base, grey or random, not {self.init!r}")
+
+
+@dataclass
+class SlotInfo:
+    """What a patch needs to know about its slot."""
+
+    name: str
+    kind: str  # "sign_face" or "road"
+    size_m: tuple[float, float]  # (width, height) of the patch image
+    sign_kind: str | None = None  # for sign faces
+    speed_limit_mph: int = 35
+
+    def outline_uv(self) -> np.ndarray:
+        """Slot outline in normalized coordinates (K, 2); the whole rectangle for road slots."""
+        if self.kind == "sign_face" and self.sign_kind:
+            return face_outline(self.sign_kind)
+        return np.array([[0, 0], [1, 0], [1, 1], [0, 1.0]])
+
+
+def raster_polygon(poly_uv: np.ndarray, hw: tuple[int, int], supersample: int = 4) -> np.ndarray:
+    """Anti-aliased coverage (H, W) float32 of a polygon in normalized coordinates."""
+    h, w = hw
+    big = np.zeros((h * supersample, w * supersample), np.uint8)
+    pts = np.round(poly_uv * [w * supersample, h * supersample]).astype(np.int32)
+    cv2.fillPoly(big, [pts], 255)
+    return cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+
+
+class Patch:
+    """Patch colours and mask on a slot.
+
+    Attributes:
+        slot: the slot it goes on.
+        hw: (H, W) optimization resolution.
+        outline: (1, H, W) coverage of the slot's real outline (octagon for a stop sign).
+        mask: (1, H, W) where the patch is printed (inside the outline).
+        base: (3, H, W) what the slot shows without a patch (the sign face texture, or grey road).
+        colours: (3, H, W) the optimized colours in [0, 1], as sent to the printer.
+    """
+
+    def __init__(self, slot: SlotInfo, cfg: PatchConfig, device: str | torch.device = "cpu",
+                 generator: torch.Generator | None = None):
+        self.slot = slot
+        self.cfg = cfg
+        w_m, h_m = slot.size_m
+        self.hw = (max(8, int(round(h_m * cfg.pixels_per_m))), max(8, int(round(w_m * cfg.pixels_per_m))))
+        h, w = self.hw
+        self.outline = torch.from_numpy(raster_polygon(slot.outline_uv(), self.hw))[None].to(device)
+        if slot.kind == "sign_face" and slot.sign_kind:
+            face = sign_face(slot.sign_kind, 256, slot.speed_limit_mph)[..., :3]
+            base = cv2.resize(face, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+        else:
+            base = np.full((h, w, 3), 0.33, np.float32)
+        self.base = torch.from_numpy(base).permute(2, 0, 1).contiguous().to(device)
+        self.mask = self.outline.clone()
+        if cfg.init == "base":
+            init = self.base.clone()
+        elif cfg.init == "grey":
+            init = torch.full((3, h, w), 0.5, device=device)
+        else:
+            init = torch.rand((3, h, w), generator=generator).to(device)
+        self.colours = init.requires_grad_(True)
+
+    # ------------------------------------------------------------------ masks
+
+    @property
+    def outline_area_m2(self) -> float:
+        w_m, h_m = self.slot.size_m
+        return float(self.outline.mean()) * w_m * h_m
+
+    def coverage(self) -> float:
+        """Share of the slot outline's area that the mask covers."""
+        return float((self.mask * self.outline).sum() / self.outline.sum().clamp(min=1e-8))
+
+    def set_mask(self, mask: torch.Tensor) -> None:
+        """Set the mask (1, H, W) in [0, 1]; it is clipped to the outline."""
+        self.mask = (mask.to(self.outline) * self.outline).clamp(0, 1)
+
+    def sticker_mask(self, positions_m: list[tuple[float, float]]) -> torch.Tensor:
+        h, w = self.hw
+        sw, sh = self.cfg.sticker_size_m
+        ppm_x, ppm_y = w / self.slot.size_m[0], h / self.slot.size_m[1]
+        m = torch.zeros((1, h, w), device=self.outline.device)
+        kw, kh = sticker_pixels((sw, sh), ppm_x, ppm_y)
+        for x, y in positions_m:
+            x0, y0 = int(round(x * ppm_x)), int(round(y * ppm_y))
+            m[:, max(y0, 0):y0 + kh, max(x0, 0):x0 + kw] = 1.0
+        return m
+
+    def image(self) -> torch.Tensor:
+        """(3, H, W) colours in [0, 1]."""
+        return self.colours.clamp(0, 1)
+
+    def composite(self) -> torch.Tensor:
+        """(3, H, W) the slot as printed: patch inside the mask, the base elsewhere."""
+        return self.base * (1 - self.mask) + self.image() * self.mask
+
+    def rgba(self) -> np.ndarray:
+        """(H, W, 4) uint8 for :meth:`Simulator.set_patch`: colours with the mask as alpha."""
+        rgba = torch.cat([self.image(), self.mask], 0).detach().cpu().permute(1, 2, 0).numpy()
+        return (rgba * 255 + 0.5).astype(np.uint8)
+
+    def print_pixels(self) -> tuple[np.ndarray, np.ndarray]:
+        """(patch RGB, mask) uint8 at ``print_dpi``: what goes to the printer."""
+        w_m, h_m = self.slot.size_m
+        px_per_m = self.cfg.print_dpi / 0.0254
+        size = (max(1, int(round(w_m * px_per_m))), max(1, int(round(h_m * px_per_m))))
+        img = (self.image().detach().cpu().permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        mask = (self.mask[0].detach().cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        return (cv2.resize(img, size, interpolation=cv2.INTER_LINEAR),
+                cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST))
+
+
+def sticker_pixels(size_m: tuple[float, float], ppm_x: float, ppm_y: float) -> tuple[int, int]:
+    """Sticker size in patch pixels, rounded down so the mask never exceeds the physical size."""
+    return max(1, int(size_m[0] * ppm_x + 1e-6)), max(1, int(size_m[1] * ppm_y + 1e-6))
+
+
+def place_stickers(saliency: torch.Tensor, patch: Patch, count: int, size_m: tuple[float, float],
+                   max_coverage: float) -> list[tuple[float, float]]:
+    """Greedy RP2-style sticker placement: rectangles over the most salient, non-overlapping areas.
+
+    Args:
+        saliency: (H, W) non-negative importance of each patch pixel (e.g. accumulated |gradient|).
+
+    Returns:
+        top-left corners in metres; the total sticker area stays within ``max_coverage`` of the outline.
+    """
+    h, w = patch.hw
+    ppm_x, ppm_y = w / patch.slot.size_m[0], h / patch.slot.size_m[1]
+    kw, kh = sticker_pixels(size_m, ppm_x, ppm_y)
+    allowed_area = max_coverage * float(patch.outline.sum())
+    count = min(count, max(1, int(allowed_area // (kw * kh))))
+    sal = (saliency * patch.outline[0]).detach().cpu().numpy().astype(np.float64)
+    inside = patch.outline[0].cpu().numpy()
+    # box sums of saliency and of the outline for every top-left position
+    integral = cv2.integral(sal)
+    integral_in = cv2.integral(inside.astype(np.float64))
+
+    def box_sum(ii: np.ndarray) -> np.ndarray:
+        return ii[kh:, kw:] - ii[:-kh, kw:] - ii[kh:, :-kw] + ii[:-kh, :-kw]
+
+    score = box_sum(integral)
+    full_inside = box_sum(integral_in) >= kw * kh * 0.98
+    taken = np.zeros((h, w), bool)
+    chosen: list[tuple[float, float]] = []
+    for _ in range(count):
+        ok = full_inside.copy()
+        # reject positions overlapping taken pixels
+        taken_ii = cv2.integral(taken.astype(np.float64))
+        ok &= box_sum(taken_ii) == 0
+        if not ok.any():
+            break
+        s = np.where(ok, score, -np.inf)
+        y, x = np.unravel_index(int(np.argmax(s)), s.shape)
+        taken[y:y + kh, x:x + kw] = True
+        chosen.append((x / ppm_x, y / ppm_y))
+    return chosen
+
+
+def total_variation(img: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels of (C, H, W), inside ``mask``."""
+    dx = (img[:, :, 1:] - img[:, :, :-1]).abs()
+    dy = (img[:, 1:, :] - img[:, :-1, :]).abs()
+    if mask is None:
+        return dx.mean() + dy.mean()
+    mx = mask[:, :, 1:] * mask[:, :, :-1]
+    my = mask[:, 1:, :] * mask[:, :-1, :]
+    return (dx * mx).sum() / (3 * mx.sum() + 1e-8) + (dy * my).sum() / (3 * my.sum() + 1e-8)
+

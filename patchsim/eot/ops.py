@@ -1,0 +1,181 @@
+"""Pure, batched, differentiable image operations used by the EOT transforms.
+
+Pixel convention (as in :mod:`patchsim.sim.camera`): pixel ``i`` covers ``[i, i + 1)``; a patch of
+``w x h`` pixels spans ``[0, w] x [0, h]`` in its own coordinates, so its corners are
+``(0, 0), (w, 0), (w, h), (0, h)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def quad_homography(patch_wh: tuple[int, int], corners: torch.Tensor) -> torch.Tensor:
+    """Homographies taking patch coordinates to image coordinates.
+
+    Args:
+        patch_wh: (w, h) of the patch in pixels.
+        corners: (B, 4, 2) image corners for the patch's top-left, top-right, bottom-right, bottom-left.
+
+    Returns:
+        (B, 3, 3) matrices H with ``image ~ H @ [x, y, 1]``.
+    """
+    from kornia.geometry.transform import get_perspective_transform
+
+    w, h = patch_wh
+    src = torch.tensor([[0.0, 0.0], [w, 0.0], [w, h], [0.0, h]], dtype=corners.dtype, device=corners.device)
+    return get_perspective_transform(src.expand(corners.shape[0], 4, 2).contiguous(), corners)
+
+
+def warp_patch(patch: torch.Tensor, H: torch.Tensor, origin: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """Warp a patch into an image window by inverse mapping (bilinear, zero outside the patch).
+
+    Args:
+        patch: (B or 1, C, h, w) in patch coordinates.
+        H: (B, 3, 3) patch -> image homographies.
+        origin: (B, 2) image coordinates (x, y) of the window's top-left corner.
+        size_hw: (S_h, S_w) window size in pixels.
+
+    Returns:
+        (B, C, S_h, S_w): the patch as it appears in each window.
+    """
+    b = H.shape[0]
+    sh, sw = size_hw
+    h, w = patch.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(sh, device=H.device, dtype=H.dtype) + 0.5,
+                            torch.arange(sw, device=H.device, dtype=H.dtype) + 0.5, indexing="ij")
+    pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)], 0)  # (3, S)
+    pts = pts[None] + torch.cat([origin, torch.zeros(b, 1, device=H.device, dtype=H.dtype)], 1)[..., None]
+    src = torch.linalg.solve(H, pts)  # (B, 3, S): patch coordinates
+    z = src[:, 2:3]
+    z = torch.where(z.abs() < 1e-9, torch.full_like(z, 1e-9), z)
+    px, py = src[:, 0] / z[:, 0], src[:, 1] / z[:, 0]
+    grid = torch.stack([px / w * 2 - 1, py / h * 2 - 1], -1).reshape(b, sh, sw, 2)
+    if patch.shape[0] == 1 and b > 1:
+        patch = patch.expand(b, -1, -1, -1)
+    return F.grid_sample(patch.to(grid.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def paste(images: torch.Tensor, windows: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
+    """Alpha-composite RGBA windows (B, 4, S, S) at integer ``origin`` (B, 2) into images (B, 3, H, W).
+
+    Windows may extend past the image edge; what falls outside is dropped. Differentiable in both inputs.
+    """
+    out = images.clone()
+    _, _, H, W = images.shape
+    sh, sw = windows.shape[-2:]
+    for i in range(images.shape[0]):
+        x0, y0 = int(origin[i, 0]), int(origin[i, 1])
+        xa, ya = max(x0, 0), max(y0, 0)
+        xb, yb = min(x0 + sw, W), min(y0 + sh, H)
+        if xb <= xa or yb <= ya:
+            continue
+        win = windows[i, :, ya - y0:yb - y0, xa - x0:xb - x0]
+        rgb, a = win[:3], win[3:4]
+        out[i, :, ya:yb, xa:xb] = images[i, :, ya:yb, xa:xb] * (1 - a) + rgb * a
+    return out
+
+
+def colour_temperature_gains(kelvin_shift: torch.Tensor) -> torch.Tensor:
+    """Per-channel white-balance gains (B, 3) for a shift in mired-like units (-1 cool .. +1 warm)."""
+    t = kelvin_shift[:, None]
+    return torch.cat([1 + 0.12 * t, torch.ones_like(t), 1 - 0.12 * t], 1)
+
+
+_DCT = None
+
+
+def _dct_matrix(device, dtype) -> torch.Tensor:
+    global _DCT
+    if _DCT is None:
+        n = torch.arange(8, dtype=torch.float64)
+        k = n[:, None]
+        m = torch.cos(math.pi * (2 * n[None] + 1) * k / 16) * math.sqrt(2 / 8)
+        m[0] = m[0] / math.sqrt(2)
+        _DCT = m
+    return _DCT.to(device=device, dtype=dtype)
+
+
+# JPEG Annex K tables
+_QY = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29,
+       51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92, 49, 64, 78, 87, 103, 121,
+       120, 101, 72, 92, 95, 98, 112, 100, 103, 99]
+_QC = [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99,
+       99, 99, 99, 99] + [99] * 32
+
+
+def _quality_scale(quality: torch.Tensor) -> torch.Tensor:
+    q = quality.clamp(1, 100)
+    return torch.where(q < 50, 5000 / q, 200 - 2 * q) / 100
+
+
+def jpeg_like(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """JPEG-like compression: YCbCr, 8x8 DCT, quantization with a straight-through rounding, inverse.
+
+    Differentiable (the rounding passes gradients straight through). Chroma is quantized with the
+    chroma table, without subsampling. Sides that are not multiples of 8 are padded by reflection.
+
+    Args:
+        images: (B, 3, H, W) in [0, 1]. quality: (B,) JPEG quality 1..100.
+    """
+    b, _, h, w = images.shape
+    ph, pw = (-h) % 8, (-w) % 8
+    x = F.pad(images, (0, pw, 0, ph), mode="replicate") if ph or pw else images
+    r, g, bl = x[:, 0], x[:, 1], x[:, 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * bl
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * bl
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * bl
+    ycc = torch.stack([y - 0.5, cb, cr], 1) * 255  # (B, 3, H, W), centred
+    H, W = ycc.shape[-2:]
+    blocks = ycc.reshape(b, 3, H // 8, 8, W // 8, 8).permute(0, 1, 2, 4, 3, 5)  # (B, 3, nh, nw, 8, 8)
+    d = _dct_matrix(images.device, images.dtype)
+    coef = d @ blocks @ d.T
+    scale = _quality_scale(quality.to(images.dtype)).reshape(b, 1, 1, 1, 1, 1)
+    qy = torch.tensor(_QY, dtype=images.dtype, device=images.device).reshape(8, 8)
+    qc = torch.tensor(_QC, dtype=images.dtype, device=images.device).reshape(8, 8)
+    table = torch.stack([qy, qc, qc])[None, :, None, None] * scale
+    table = table.clamp(min=1)
+    q = coef / table
+    q = q + (torch.round(q) - q).detach()
+    rec = d.T @ (q * table) @ d
+    rec = rec.permute(0, 1, 2, 4, 3, 5).reshape(b, 3, H, W) / 255
+    yy, cb, cr = rec[:, 0] + 0.5, rec[:, 1], rec[:, 2]
+    out = torch.stack([yy + 1.402 * cr, yy - 0.344136 * cb - 0.714136 * cr, yy + 1.772 * cb], 1)
+    return out[..., :h, :w].clamp(0, 1)
+
+
+def gaussian_kernel1d(sigma: torch.Tensor, radius: int) -> torch.Tensor:
+    """(B, 2r+1) normalized Gaussian kernels; sigma (B,) in pixels (0 gives a delta)."""
+    x = torch.arange(-radius, radius + 1, device=sigma.device, dtype=sigma.dtype)
+    s = sigma.clamp(min=1e-3)[:, None]
+    k = torch.exp(-0.5 * (x[None] / s) ** 2)
+    return k / k.sum(1, keepdim=True)
+
+
+def blur(images: torch.Tensor, sigma: torch.Tensor, motion_px: torch.Tensor, motion_angle_rad: torch.Tensor,
+         radius: int = 3) -> torch.Tensor:
+    """Defocus (Gaussian, ``sigma`` px) and linear motion blur (``motion_px`` long at an angle), per image.
+
+    Builds one (2r+1)^2 kernel per image and applies it as a grouped convolution.
+    """
+    b, c, h, w = images.shape
+    g = gaussian_kernel1d(sigma, radius)
+    kernel = g[:, :, None] * g[:, None, :]  # (B, k, k)
+    if motion_px is not None and bool((motion_px > 0).any()):
+        x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+        yy, xx = torch.meshgrid(x, x, indexing="ij")
+        ca, sa = torch.cos(motion_angle_rad)[:, None, None], torch.sin(motion_angle_rad)[:, None, None]
+        along = xx[None] * ca + yy[None] * sa
+        across = -xx[None] * sa + yy[None] * ca
+        half = (motion_px / 2).clamp(min=0.5)[:, None, None]
+        line = torch.exp(-0.5 * (across / 0.5) ** 2) * torch.sigmoid((half - along.abs()) * 4)
+        line = line / line.sum((1, 2), keepdim=True)
+        # convolve the two kernels (small, done with conv2d on the kernel itself)
+        kernel = F.conv2d(kernel[None], line[:, None].flip(-1, -2), padding=radius, groups=b)[0]
+        kernel = kernel / kernel.sum((1, 2), keepdim=True)
+    weight = kernel[:, None].repeat_interleave(c, 0)  # (B*C, 1, k, k)
+    x = F.pad(images.reshape(1, b * c, h, w), (radius,) * 4, mode="replicate")
+    return F.conv2d(x, weight, groups=b * c).reshape(b, c, h, w)

@@ -1,0 +1,232 @@
+"""EOT transforms: each samples its random parameters apart from applying them.
+
+Every transform has ``sample(batch, generator, context) -> dict[str, Tensor]`` and
+``apply(x, params) -> x``. Parameters come from a seeded ``torch.Generator`` on the CPU and are
+kept, so any sample can be stored (:func:`params_to_json`) and replayed exactly. All applications
+are differentiable with respect to the image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from patchsim.eot import ops
+
+
+def _uniform(gen: torch.Generator, b: int, lo_hi: tuple[float, float]) -> torch.Tensor:
+    lo, hi = lo_hi
+    return lo + (hi - lo) * torch.rand(b, generator=gen)
+
+
+def _bernoulli(gen: torch.Generator, b: int, p: float) -> torch.Tensor:
+    return (torch.rand(b, generator=gen) < p).float()
+
+
+@dataclass
+class Placement:
+    """Geometric jitter of the slot's corners: scale, in-plane rotation, tilt (perspective), noise.
+
+    Distance and viewing angle come mainly from the scene frames chosen; this adds what the frames
+    do not cover. Applied by the pipeline (it sets the homography), not to pixels.
+    """
+
+    scale: tuple[float, float] = (0.92, 1.08)
+    rotation_deg: float = 4.0
+    tilt: float = 0.06
+    corner_noise: float = 0.015  # std, as a share of the quad's diagonal
+
+    def sample(self, b: int, gen: torch.Generator, corners: torch.Tensor) -> dict[str, torch.Tensor]:
+        centre = corners.mean(1, keepdim=True)
+        diag = (corners[:, 2] - corners[:, 0]).norm(dim=-1).clamp(min=1.0)[:, None, None]
+        s = _uniform(gen, b, self.scale)[:, None, None]
+        a = torch.deg2rad(_uniform(gen, b, (-self.rotation_deg, self.rotation_deg)))
+        rot = torch.stack([torch.stack([a.cos(), -a.sin()], -1), torch.stack([a.sin(), a.cos()], -1)], -2)
+        rel = (corners - centre) * s
+        tilt = _uniform(gen, b, (-self.tilt, self.tilt))[:, None]
+        side = torch.sign(rel[..., 0])  # left corners shrink vertically, right ones grow (or the reverse)
+        rel = torch.stack([rel[..., 0], rel[..., 1] * (1 + tilt * side)], -1)
+        rel = torch.einsum("bij,bkj->bki", rot, rel)
+        noise = torch.randn(corners.shape, generator=gen) * self.corner_noise * diag
+        return {"corners": centre + rel + noise}
+
+
+@dataclass
+class PrinterError:
+    """Print-to-print colour error on top of the printer profile: per-channel gain and offset."""
+
+    gain_std: float = 0.04
+    offset_std: float = 0.02
+
+    def sample(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        return {"gain": 1 + torch.randn(b, 3, generator=gen) * self.gain_std,
+                "offset": torch.randn(b, 3, generator=gen) * self.offset_std}
+
+    def apply(self, rgb: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        """rgb: (B, 3, h, w) seen patch colours."""
+        return (rgb * p["gain"][..., None, None] + p["offset"][..., None, None]).clamp(0, 1)
+
+
+@dataclass
+class Occlusion:
+    """A flat-coloured occluder (leaf, dirt, a pole) over part of the slot, with probability ``p``."""
+
+    p: float = 0.2
+    max_area: float = 0.12  # share of the slot
+
+    def sample(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        area = _uniform(gen, b, (0.02, self.max_area))
+        aspect = torch.exp(_uniform(gen, b, (-1.0, 1.0)))
+        w = (area * aspect).sqrt().clamp(max=0.9)
+        h = (area / aspect).sqrt().clamp(max=0.9)
+        x0 = torch.rand(b, generator=gen) * (1 - w)
+        y0 = torch.rand(b, generator=gen) * (1 - h)
+        palette = torch.tensor([[0.16, 0.25, 0.1], [0.3, 0.22, 0.15], [0.45, 0.45, 0.45], [0.1, 0.1, 0.1]])
+        colour = palette[torch.randint(0, 4, (b,), generator=gen)]
+        return {"on": _bernoulli(gen, b, self.p), "rect": torch.stack([x0, y0, x0 + w, y0 + h], 1), "colour": colour}
+
+    @staticmethod
+    def alpha(p: dict[str, torch.Tensor], hw: tuple[int, int], device) -> torch.Tensor:
+        """(B, 1, h, w) occluder coverage in slot coordinates."""
+        h, w = hw
+        ys = (torch.arange(h, device=device) + 0.5) / h
+        xs = (torch.arange(w, device=device) + 0.5) / w
+        r = p["rect"].to(device)
+        inside_x = (xs[None] >= r[:, 0:1]) & (xs[None] < r[:, 2:3])
+        inside_y = (ys[None] >= r[:, 1:2]) & (ys[None] < r[:, 3:4])
+        a = (inside_y[:, :, None] & inside_x[:, None, :]).float()
+        return (a * p["on"].to(device)[:, None, None])[:, None]
+
+
+@dataclass
+class Lighting:
+    """Exposure (brightness gain), contrast, gamma and colour temperature of the whole frame."""
+
+    brightness: tuple[float, float] = (0.7, 1.3)
+    contrast: tuple[float, float] = (0.8, 1.2)
+    gamma: tuple[float, float] = (0.8, 1.25)
+    temperature: tuple[float, float] = (-1.0, 1.0)
+
+    def sample(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        return {"brightness": _uniform(gen, b, self.brightness), "contrast": _uniform(gen, b, self.contrast),
+                "gamma": torch.exp(_uniform(gen, b, (math.log(self.gamma[0]), math.log(self.gamma[1])))),
+                "temperature": _uniform(gen, b, self.temperature)}
+
+    def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        v = lambda t: t.to(x)[:, None, None, None]  # noqa: E731
+        x = x * v(p["brightness"]) * ops.colour_temperature_gains(p["temperature"].to(x))[..., None, None]
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = ((x - mean) * v(p["contrast"]) + mean).clamp(1e-4, 1)
+        return x ** v(p["gamma"])
+
+
+@dataclass
+class Haze:
+    """Atmospheric haze with probability ``p``: ``x t + A (1 - t)``, t from visibility and the slot's distance."""
+
+    p: float = 0.25
+    visibility_m: tuple[float, float] = (120.0, 1500.0)
+
+    def sample(self, b: int, gen: torch.Generator, distance_m: torch.Tensor) -> dict[str, torch.Tensor]:
+        vis = torch.exp(_uniform(gen, b, (math.log(self.visibility_m[0]), math.log(self.visibility_m[1]))))
+        t = torch.exp(-3.912 * distance_m.cpu() / vis)
+        on = _bernoulli(gen, b, self.p)
+        airlight = 0.7 + 0.25 * torch.rand(b, 1, generator=gen) + 0.03 * torch.randn(b, 3, generator=gen)
+        return {"transmission": torch.where(on > 0, t, torch.ones_like(t)), "airlight": airlight.clamp(0, 1)}
+
+    def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        t = p["transmission"].to(x)[:, None, None, None]
+        return x * t + p["airlight"].to(x)[..., None, None] * (1 - t)
+
+
+@dataclass
+class Blur:
+    """Defocus (Gaussian sigma, px) and, with probability ``motion_p``, linear motion blur."""
+
+    sigma_px: tuple[float, float] = (0.0, 1.2)
+    motion_p: float = 0.3
+    motion_px: tuple[float, float] = (1.0, 5.0)
+
+    def sample(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        on = _bernoulli(gen, b, self.motion_p)
+        return {"sigma": _uniform(gen, b, self.sigma_px), "motion_px": _uniform(gen, b, self.motion_px) * on,
+                "motion_angle": _uniform(gen, b, (0.0, math.pi))}
+
+    def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return ops.blur(x, p["sigma"].to(x), p["motion_px"].to(x), p["motion_angle"].to(x))
+
+
+@dataclass
+class SensorNoise:
+    """Gaussian sensor noise with a per-sample std; the noise itself comes from a stored per-sample seed."""
+
+    std: tuple[float, float] = (0.0, 0.03)
+
+    def sample(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        return {"std": _uniform(gen, b, self.std), "seed": torch.randint(0, 2**62, (b,), generator=gen)}
+
+    def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        noise = torch.stack([
+            torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(int(s))) for s in p["seed"]
+        ]).to(x)
+        return x + noise * p["std"].to(x)[:, None, None, None]
+
+
+@dataclass
+class Compression:
+    """JPEG-like compression with probability ``p`` at a quality in ``quality``."""
+
+    p: float = 0.5
+    quality: tuple[float, float] = (40.0, 95.0)
+
+    def sample(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        return {"on": _bernoulli(gen, b, self.p), "quality": _uniform(gen, b, self.quality)}
+
+    def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        on = p["on"].to(x)
+        if not bool((on > 0).any()):
+            return x
+        y = ops.jpeg_like(x, p["quality"].to(x))
+        w = on[:, None, None, None]
+        return y * w + x * (1 - w)
+
+
+def params_to_json(params: dict[str, Any]) -> dict[str, Any]:
+    """Nested params of tensors -> lists (replayable with :func:`params_from_json`)."""
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, dict):
+            out[k] = params_to_json(v)
+        elif isinstance(v, torch.Tensor):
+            out[k] = {"dtype": str(v.dtype).replace("torch.", ""), "data": v.tolist()}
+        else:
+            out[k] = v
+    return out
+
+
+def params_from_json(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict) and set(v) == {"dtype", "data"}:
+            out[k] = torch.tensor(v["data"], dtype=getattr(torch, v["dtype"]))
+        elif isinstance(v, dict):
+            out[k] = params_from_json(v)
+        else:
+            out[k] = v
+    return out
+
+
+def select(params: dict[str, Any], index: torch.Tensor | list[int]) -> dict[str, Any]:
+    """The params of a subset of samples (e.g. one failing condition)."""
+    idx = torch.as_tensor(index, dtype=torch.long)
+    return {k: select(v, idx) if isinstance(v, dict) else v[idx] for k, v in params.items()}
+
+
+def concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Concatenate params of several batches."""
+    first = parts[0]
+    return {k: concat([p[k] for p in parts]) if isinstance(first[k], dict) else torch.cat([p[k] for p in parts])
+            for k in first}

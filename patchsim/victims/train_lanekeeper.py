@@ -1,0 +1,191 @@
+"""Train the lane-keepers on simulator data.
+
+PilotNet is trained by behaviour cloning: the expert (pure pursuit on the true lane centre)
+drives with Gaussian steering noise (DART) from perturbed starts while every frame is labelled
+with the expert's own command; then DAgger rounds let the network drive part of the scenes,
+still labelled by the expert, and retrain on everything. The lane-marking segmenter of
+LaneNetKeeper learns from the label render's marking masks; its controller needs no training.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from patchsim.config import param, to_dict
+from patchsim.data.generate import LaneDataConfig, lane_samples
+from patchsim.runs import manifest, write_json
+from patchsim.victims.lanekeeper import LaneNetKeeper, PilotNet, save_lanekeeper_checkpoint
+
+
+@dataclass
+class LaneTrainConfig:
+    seed: int = param(0, range=(0, 2**31 - 1), help="fixes data, initialization and batches")
+    data: LaneDataConfig = param(default_factory=LaneDataConfig)
+    dagger_rounds: int = param(2, range=(0, 10), help="rounds where PilotNet drives part of the scenes")
+    dagger_scenes: int = param(30, range=(1, 10000), help="scenes collected per DAgger round")
+    dagger_policy_share: float = param(0.7, range=(0.0, 1.0), help="share of DAgger scenes PilotNet drives")
+    pilotnet_epochs: int = param(12, range=(1, 1000), help="epochs on the first data set")
+    pilotnet_round_epochs: int = param(6, range=(1, 1000), help="epochs after each DAgger round")
+    lanenet_epochs: int = param(8, range=(1, 1000), help="segmenter epochs")
+    batch: int = param(64, range=(1, 4096), help="batch size")
+    lr: float = param(1e-3, range=(1e-6, 1.0), help="Adam learning rate")
+    train_pilotnet: bool = param(True, help="train PilotNet")
+    train_lanenet: bool = param(True, help="train the LaneNet segmenter")
+
+
+@dataclass
+class _Buffers:
+    pilot_views: list[torch.Tensor] = field(default_factory=list)  # uint8 (N, 3, 66, 200)
+    labels: list[torch.Tensor] = field(default_factory=list)  # float (N,)
+    seg_views: list[torch.Tensor] = field(default_factory=list)  # uint8 (N, 3, 96, 320)
+    seg_masks: list[torch.Tensor] = field(default_factory=list)  # uint8 (N, 1, 96, 320), 0..255 coverage
+
+
+def _collect(cfg: LaneDataConfig, pilot: PilotNet, lanenet: LaneNetKeeper, buf: _Buffers, policy=None,
+             policy_share: float = 0.0, with_masks: bool = True) -> int:
+    frames, masks, labels = [], [], []
+
+    def flush() -> None:
+        if not frames:
+            return
+        x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div(255)
+        with torch.no_grad():
+            buf.pilot_views.append((pilot.road_view(x, pilot.input_hw) * 255).round().to(torch.uint8))
+            if with_masks:
+                buf.seg_views.append((lanenet.road_view(x, lanenet.input_hw) * 255).round().to(torch.uint8))
+                m = torch.from_numpy(np.stack(masks)).float()[:, None]
+                top = int(round(lanenet.camera.road_view_top * m.shape[-2]))
+                m = F.interpolate(m[:, :, top:], size=lanenet.input_hw, mode="area")
+                buf.seg_masks.append((m * 255).round().to(torch.uint8))
+        buf.labels.append(torch.tensor(labels, dtype=torch.float32))
+        frames.clear()
+        masks.clear()
+        labels.clear()
+
+    n = 0
+    for s in lane_samples(cfg, policy=policy, policy_share=policy_share):
+        frames.append(s.image)
+        masks.append(s.marking_mask)
+        labels.append(s.expert_steer)
+        n += 1
+        if len(frames) == 256:
+            flush()
+    flush()
+    return n
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Brightness, contrast and noise jitter on a batch in [0, 1]."""
+    b = x.shape[0]
+    gain = 1 + (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.5
+    bias = (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.16
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    contrast = 1 + (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.4
+    x = (x - mean) * contrast + mean
+    x = x * gain + bias + torch.randn(x.shape, generator=gen) * 0.01
+    return x.clamp(0, 1)
+
+
+def _fit_pilotnet(model: PilotNet, views: torch.Tensor, labels: torch.Tensor, epochs: int, cfg: LaneTrainConfig,
+                  gen: torch.Generator) -> float:
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    target_deg = labels * 35.0  # learn in degrees of wheel angle: a better-scaled regression target
+    last = float("nan")
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(views), generator=gen)
+        total, count = 0.0, 0
+        for i in range(0, len(order), cfg.batch):
+            idx = order[i:i + cfg.batch]
+            x = _augment(views[idx].float() / 255, gen)
+            pred_deg = model.forward_view((x - 0.5) / 0.25) * 35.0
+            loss = F.smooth_l1_loss(pred_deg, target_deg[idx], beta=0.5)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(idx)
+            count += len(idx)
+        sched.step()
+        last = total / max(count, 1)
+    model.eval()
+    return last
+
+
+def _fit_segmenter(model: LaneNetKeeper, views: torch.Tensor, masks: torch.Tensor, cfg: LaneTrainConfig,
+                   gen: torch.Generator) -> float:
+    opt = torch.optim.Adam(model.segmenter.parameters(), lr=cfg.lr * 2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.lanenet_epochs))
+    pos_weight = torch.tensor(4.0)
+    last = float("nan")
+    for _ in range(cfg.lanenet_epochs):
+        model.segmenter.train()
+        order = torch.randperm(len(views), generator=gen)
+        total, count = 0.0, 0
+        for i in range(0, len(order), 32):
+            idx = order[i:i + 32]
+            x = _augment(views[idx].float() / 255, gen)
+            target = masks[idx].float() / 255
+            logits = model.segmenter((x - 0.5) / 0.25)
+            bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
+            prob = torch.sigmoid(logits)
+            dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
+            loss = bce + 0.5 * dice
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(idx)
+            count += len(idx)
+        sched.step()
+        last = total / max(count, 1)
+    model.eval()
+    return last
+
+
+def train_lanekeepers(cfg: LaneTrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    """Train PilotNet (with DAgger) and the LaneNet segmenter; write both checkpoints and ``train.json``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    pilot, lanenet = PilotNet(), LaneNetKeeper()
+    buf = _Buffers()
+    t0 = time.perf_counter()
+    log: dict = {"rounds": []}
+    n0 = _collect(cfg.data, pilot, lanenet, buf, with_masks=cfg.train_lanenet)
+    log["frames_initial"] = n0
+    if cfg.train_lanenet:
+        seg_loss = _fit_segmenter(lanenet, torch.cat(buf.seg_views), torch.cat(buf.seg_masks), cfg, gen)
+        log["lanenet_final_loss"] = round(seg_loss, 5)
+        buf.seg_views.clear()
+        buf.seg_masks.clear()
+        save_lanekeeper_checkpoint(out / "lanekeeper_lanenet.pt", lanenet, {
+            "train_config": to_dict(cfg), "final_loss": seg_loss, "frames": n0})
+    if cfg.train_pilotnet:
+        loss = _fit_pilotnet(pilot, torch.cat(buf.pilot_views), torch.cat(buf.labels), cfg.pilotnet_epochs, cfg, gen)
+        log["rounds"].append({"round": 0, "frames": n0, "loss": round(loss, 5)})
+
+        def policy(frame) -> float:
+            with torch.no_grad():
+                x = torch.from_numpy(frame.image).permute(2, 0, 1)[None].float().div(255)
+                return float(pilot(x)[0])
+
+        for r in range(1, cfg.dagger_rounds + 1):
+            dcfg = LaneDataConfig(**{**cfg.data.__dict__, "seed": cfg.data.seed + 1000 * r,
+                                     "scenes": cfg.dagger_scenes, "steer_noise": cfg.data.steer_noise * 0.5})
+            n = _collect(dcfg, pilot, lanenet, buf, policy=policy, policy_share=cfg.dagger_policy_share,
+                         with_masks=False)
+            loss = _fit_pilotnet(pilot, torch.cat(buf.pilot_views), torch.cat(buf.labels), cfg.pilotnet_round_epochs,
+                                 cfg, gen)
+            log["rounds"].append({"round": r, "frames": n, "loss": round(loss, 5)})
+        save_lanekeeper_checkpoint(out / "lanekeeper_pilotnet.pt", pilot, {
+            "train_config": to_dict(cfg), "rounds": log["rounds"]})
+    log["seconds"] = round(time.perf_counter() - t0, 1)
+    write_json(out / "train.json", manifest("victims train-lanekeeper", cfg.seed, to_dict(cfg), **log))
+    return log
