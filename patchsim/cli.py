@@ -172,6 +172,69 @@ def victims_eval(
         typer.echo(format_eval(result))
 
 
+# --------------------------------------------------------------------------- attack, validate, pipeline
+
+
+@app.command("attack")
+def attack(
+    out: Path = typer.Option(..., "--out", help="run directory"),
+    config: Optional[str] = typer.Option(None, help="attack YAML, or a shipped name: " + ", ".join(
+        ["stop_sticker_vanish", "stop_poster_vanish", "stop_to_speed_limit", "road_steer_pilotnet"])),
+    resume: bool = typer.Option(False, help="continue the run in --out from its checkpoint"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N"),
+    steps: Optional[int] = typer.Option(None, help="override the number of steps"),
+    batch: Optional[int] = typer.Option(None, help="override the EOT batch size"),
+    time_budget: Optional[float] = typer.Option(None, help="stop optimizing after this many seconds"),
+    seed: Optional[int] = typer.Option(None, help="override the seed"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Optimize a printable patch by EOT (default: stop-sign stickers against the default detector)."""
+    from patchsim.attack.config import load_attack_config
+    from patchsim.attack.optimizer import run_attack
+
+    cfg = _run(load_attack_config, config)
+    for name, value in (("device", device), ("steps", steps), ("batch", batch), ("time_budget_s", time_budget),
+                        ("seed", seed)):
+        if value is not None:
+            setattr(cfg, name, value)
+    result = _run(run_attack, cfg, out, resume=resume, progress=progress)
+    m = result.metrics
+    typer.echo(json.dumps(m))
+    typer.echo(f"patch -> {out}/patch.png   held-out success {m['heldout_success_rate']:.1%}"
+               + (f"   clean detection {m['clean_detection_rate']:.1%} -> {m['adversarial_detection_rate']:.1%}"
+                  if "clean_detection_rate" in m else ""))
+
+
+@app.command("validate")
+def validate(
+    run_dir: Path = typer.Argument(..., help="attack run directory"),
+    out: Optional[Path] = typer.Option(None, help="output directory (default RUN_DIR/validation)"),
+    seeds: int = typer.Option(3, help="closed-loop runs, each clean and patched"),
+    scenario: Optional[str] = typer.Option(None, help="scenario YAML (default: the attack's)"),
+    video: bool = typer.Option(True, help="write videos of seed 0"),
+) -> None:
+    """Closed-loop scenario test of a patch: does the car stop at the line, does it stay in lane?"""
+    from patchsim.scenario.validate import validate_run
+
+    result = _run(validate_run, run_dir, out, seeds, scenario, video)
+    typer.echo(json.dumps(result["summary"]))
+
+
+@app.command("pipeline")
+def pipeline(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="output directory"),
+    config: Optional[str] = typer.Option(None, help="attack YAML or shipped name (default stop_sticker_vanish)"),
+    seeds: int = typer.Option(2, help="closed-loop validation runs"),
+    paper: str = typer.Option("A4", help="paper for the printable"),
+    progress: bool = typer.Option(True, help="show progress bars"),
+) -> None:
+    """The main job: make a patch, validate it in the simulator, write the printable PDF into printables/."""
+    from patchsim.pipeline import run_pipeline
+
+    summary = _run(run_pipeline, out, config, seeds, "printables", paper, progress)
+    typer.echo(json.dumps(summary))
+
+
 def main() -> None:
     try:
         app()

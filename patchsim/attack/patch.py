@@ -116,7 +116,7 @@ class Patch:
 
     def coverage(self) -> float:
         """Share of the slot outline's area that the mask covers."""
-        return float((self.mask * self.outline).sum() / self.outline.sum().clamp(min=1e-8))
+        return float(self.mask.sum() / self.outline.sum().clamp(min=1e-8))  # the mask lies inside the outline
 
     def set_mask(self, mask: torch.Tensor) -> None:
         """Set the mask (1, H, W) in [0, 1]; it is clipped to the outline."""

@@ -39,7 +39,7 @@ class Road:
 
     def __init__(self, spec: RoadSpec):
         self.spec = spec
-        xs, ys, hs, ks = [0.0], [0.0], [0.0], []
+        xs, ys, hs, ks, ss = [0.0], [0.0], [0.0], [], [0.0]
         for seg in spec.segments:
             n = max(1, int(math.ceil(seg.length_m / SAMPLE_M)))
             ds = seg.length_m / n
@@ -56,15 +56,13 @@ class Road:
                     h = h + dh
                 hs.append(h)
                 ks.append(k)
+                ss.append(ss[-1] + ds)  # arc length, exact on straights and arcs
         ks.append(ks[-1] if ks else 0.0)
         self.x = np.array(xs)
         self.y = np.array(ys)
         self.heading = np.array(hs)
         self.curvature = np.array(ks)
-        seg_len = np.hypot(np.diff(self.x), np.diff(self.y))
-        self.s = np.concatenate([[0.0], np.cumsum(seg_len)])
-        # use the nominal arc length rather than chord sums so s matches the spec exactly
-        self.s = self.s * (sum(seg.length_m for seg in spec.segments) / self.s[-1]) if self.s[-1] > 0 else self.s
+        self.s = np.array(ss)
 
     @property
     def length_m(self) -> float:

@@ -17,7 +17,7 @@ the maximum wheel angle, positive left).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +120,7 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 class MarkingSegmenter(nn.Module):
     """A three-level U-Net: road view (B, 3, h, w) -> marking logits (B, 1, h, w)."""
 
-    def __init__(self, width: int = 16):
+    def __init__(self, width: int = 8):
         super().__init__()
         c1, c2, c3 = width, width * 2, width * 4
         self.e1, self.e2, self.e3 = _block(3, c1), _block(c1, c2), _block(c2, c3)
@@ -155,12 +155,13 @@ class LaneNetKeeper(LaneKeeper):
     """Lane-marking segmentation + differentiable geometric lane fit + pure pursuit."""
 
     kind = "lanenet"
-    input_hw = (96, 320)
+    input_hw = (64, 224)
 
     def __init__(self, camera: LaneCameraSpec | None = None, vehicle: VehicleSpecLK | None = None,
-                 bev: BevSpec | None = None, width: int = 16):
+                 bev: BevSpec | None = None, width: int = 8):
         super().__init__(camera, vehicle)
         self.bev = bev or BevSpec()
+        self.seg_width = width
         self.segmenter = MarkingSegmenter(width)
         grid, x_m, y_m = self._bev_grid()
         self.register_buffer("grid", grid, persistent=False)
@@ -188,7 +189,7 @@ class LaneNetKeeper(LaneKeeper):
                 torch.tensor(y, dtype=torch.float32))
 
     def marking_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 96, 320) lane-marking logits of the road view."""
+        """(B, 1, 64, 224) lane-marking logits of the road view."""
         return self.segmenter((self.road_view(images, self.input_hw) - 0.5) / 0.25)
 
     def lane_fit(self, prob: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -235,7 +236,7 @@ class LaneNetKeeper(LaneKeeper):
         return (delta / math.radians(self.vehicle.max_steer_deg)).clamp(-1, 1)
 
     def config(self) -> dict:
-        return {**super().config(), "bev": asdict(self.bev)}
+        return {**super().config(), "bev": asdict(self.bev), "width": self.seg_width}
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -289,7 +290,7 @@ def load_lanekeeper(spec: str | Path, device: str | torch.device = "cpu") -> Lan
     elif ckpt["kind"] == "lanenet":
         bev = cfg["bev"]
         model = LaneNetKeeper(camera, vehicle, BevSpec(**{k: tuple(v) if isinstance(v, list) else v
-                                                          for k, v in bev.items()}))
+                                                          for k, v in bev.items()}), width=cfg.get("width", 8))
     else:
         raise CheckpointError(f"{path}: unknown lane-keeper kind {ckpt['kind']!r}")
     try:
@@ -301,4 +302,4 @@ def load_lanekeeper(spec: str | Path, device: str | torch.device = "cpu") -> Lan
 
 
 __all__ = ["PilotNet", "LaneNetKeeper", "LaneKeeper", "LaneCameraSpec", "VehicleSpecLK", "BevSpec",
-           "load_lanekeeper", "save_lanekeeper_checkpoint", "is_lanekeeper_checkpoint", "field"]
+           "load_lanekeeper", "save_lanekeeper_checkpoint", "is_lanekeeper_checkpoint"]

@@ -1,0 +1,93 @@
+"""The attack loop: checkpoints and resume after a kill, run directory contents, config errors."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from patchsim.attack.config import load_attack_config
+from patchsim.attack.optimizer import run_attack
+from patchsim.config import to_dict
+from patchsim.errors import CheckpointError, ConfigError
+
+
+def _tiny(victim: str = "detector:default"):
+    cfg = load_attack_config("stop_sticker_vanish")
+    cfg.victim = victim
+    cfg.scenes.frames, cfg.scenes.frames_per_seed = 4, 4
+    cfg.heldout.frames, cfg.heldout.frames_per_seed = 2, 2
+    cfg.eot.crop_px = 128
+    cfg.batch, cfg.steps, cfg.eval_every, cfg.checkpoint_every = 2, 10, 5, 2
+    cfg.eval_samples, cfg.final_samples, cfg.mask_search_steps = 2, 4, 2
+    cfg.time_budget_s = None
+    return cfg
+
+
+def test_resume_after_kill_ends_with_the_same_patch(tmp_path):
+    cfg = _tiny()
+    whole = run_attack(cfg, tmp_path / "whole", progress=False)
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(yaml.safe_dump(to_dict(cfg)))
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "patchsim.cli", "attack", "--out", str(killed), "--config",
+                             str(cfg_file), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    step = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        ck = killed / "checkpoint.pt"
+        if ck.is_file():
+            step = torch.load(ck, weights_only=True)["state"]["step"]
+            if step < cfg.steps:
+                proc.kill()
+                break
+        time.sleep(0.02)
+    proc.wait()
+    assert step is not None and step < cfg.steps, "the run finished before it could be killed"
+    resumed = run_attack(cfg, killed, resume=True, progress=False)
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    b = torch.load(killed / "checkpoint.pt", weights_only=True)
+    assert torch.equal(a["colours"], b["colours"]) and torch.equal(a["mask"], b["mask"])
+    assert (tmp_path / "whole" / "patch.png").read_bytes() == (killed / "patch.png").read_bytes()
+    assert whole.metrics["heldout_success_rate"] == resumed.metrics["heldout_success_rate"]
+
+
+def test_run_directory_is_self_describing(tmp_path):
+    cfg = _tiny()
+    cfg.steps = 4
+    result = run_attack(cfg, tmp_path / "run", progress=False)
+    out = tmp_path / "run"
+    doc = json.loads((out / "patch.json").read_text())
+    for key in ("heldout_success_rate", "clean_detection_rate", "steps", "wall_s"):
+        assert key in doc["metrics"]
+    assert doc["slot"]["size_m"] == [0.75, 0.75] and doc["print_dpi"] == 150.0 and doc["seed"] == 0
+    assert doc["mask"]["coverage"] <= 0.25 and len(doc["mask"]["stickers_m"]) == 4
+    for name in ("patch.png", "mask.png", "config.yaml", "run.json", "curves.png", "heldout_params.json",
+                 "failures.json", "scenes.pt"):
+        assert (out / name).is_file(), name
+    assert any((out / "tb").iterdir())
+    assert result.patch.coverage() <= 0.25
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        run_attack(cfg, out, progress=False)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        run_attack(cfg, tmp_path / "empty", resume=True, progress=False)
+
+
+def test_bad_attack_configs_fail_clearly(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsteps: 10\npatch:\n  mask: stickers\n  sticker_count: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:5: key 'patch.sticker_count': unknown key"):
+        load_attack_config(bad)
+    bad.write_text("goal: misclassify\n")
+    with pytest.raises(ConfigError, match="needs target_class"):
+        load_attack_config(bad)
+    bad.write_text("eot:\n  crop_px: -3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:2: key 'eot.crop_px': -3 is out of range"):
+        load_attack_config(bad)
+    cfg = _tiny()
+    cfg.goal = "steer"
+    with pytest.raises(ValueError, match="needs a lane-keeper"):
+        run_attack(cfg, tmp_path / "r", progress=False)

@@ -1,0 +1,40 @@
+import torch
+
+from patchsim.attack.patch import Patch, PatchConfig, SlotInfo, place_stickers, total_variation
+from patchsim.eot.printer import default_profile, non_printability
+
+STOP = SlotInfo("stop_face", "sign_face", (0.75, 0.75), "stop_sign")
+
+
+def test_poster_covers_the_octagon_and_stickers_stay_within_budget():
+    poster = Patch(STOP, PatchConfig(mask="full"))
+    assert poster.coverage() == 1.0
+    assert abs(poster.outline_area_m2 - 0.466) < 0.01  # area of a 0.75 m regular octagon
+    p = Patch(STOP, PatchConfig(mask="stickers", stickers=4, sticker_size_m=(0.17, 0.17)))
+    saliency = torch.zeros(p.hw)
+    saliency[10:30, 60:90] = 1.0  # the search must put a sticker here
+    pos = place_stickers(saliency, p, 4, (0.17, 0.17), 0.25)
+    assert len(pos) == 4
+    p.set_mask(p.sticker_mask(pos))
+    assert 0.2 < p.coverage() <= 0.25
+    rects = p.sticker_mask(pos)
+    assert float((rects * p.outline).sum() / rects.sum()) > 0.98  # stickers lie on the face
+    x, y = pos[0]
+    assert 60 / 128 - 0.17 <= x <= 90 / 128 and 10 / 128 - 0.17 <= y <= 30 / 128
+
+
+def test_print_pixels_follow_the_dpi():
+    p = Patch(STOP, PatchConfig(mask="full", print_dpi=100))
+    img, mask = p.print_pixels()
+    assert img.shape[:2] == mask.shape == (round(0.75 / 0.0254 * 100),) * 2
+
+
+def test_regularizers():
+    flat = torch.full((3, 16, 16), 0.5)
+    noisy = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert total_variation(flat) == 0 and total_variation(noisy) > 0.2
+    prof = default_profile()
+    palette = torch.as_tensor(prof.palette, dtype=torch.float32)
+    on_palette = palette[:4].T.reshape(3, 2, 2)
+    assert non_printability(on_palette, palette) < 1e-3
+    assert non_printability(torch.zeros(3, 2, 2), palette) > 0.05  # pure black is outside the printer's gamut

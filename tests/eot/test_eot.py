@@ -1,0 +1,146 @@
+"""EOT placement, replay and gradients on synthetic scenes (no simulator needed)."""
+
+import dataclasses
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from patchsim.eot import ops
+from patchsim.eot.pipeline import EOT, EOTConfig
+from patchsim.eot.scenes import SceneBank
+from patchsim.eot.transforms import (Blur, Compression, Haze, Lighting, Occlusion, Placement, PrinterError,
+                                     SensorNoise, params_from_json, params_to_json)
+
+
+def _bank(n=3, h=160, w=224):
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(n, 3, h, w, generator=g) * 255).to(torch.uint8)
+    corners = torch.tensor([[[80.0, 40.0], [140.0, 44.0], [138.0, 100.0], [82.0, 96.0]]]).repeat(n, 1, 1)
+    corners[1] += 10
+    return SceneBank(images, torch.ones(n, 3, h, w).half(), corners, torch.tensor([10.0, 20.0, 30.0][:n]),
+                     np.array([[0, 0], [1, 0], [1, 1], [0, 1.0]]), "sign_face", (0.75, 0.75), None)
+
+
+def _identity_cfg(**over) -> EOTConfig:
+    cfg = EOTConfig(
+        crop_px=0,
+        placement=Placement(scale=(1.0, 1.0), rotation_deg=0.0, tilt=0.0, corner_noise=0.0),
+        printer_error=PrinterError(0.0, 0.0), occlusion=Occlusion(p=0.0),
+        lighting=Lighting((1, 1), (1, 1), (1, 1), (0, 0)), haze=Haze(p=0.0),
+        blur=Blur(sigma_px=(0.0, 0.0), motion_p=0.0), noise=SensorNoise(std=(0.0, 0.0)),
+        compression=Compression(p=0.0))
+    return dataclasses.replace(cfg, **over)
+
+
+def test_homography_places_a_known_patch_on_known_corners():
+    """Compare with OpenCV's warp of the same patch to the same (perspective) corners."""
+    patch = np.zeros((40, 40, 3), np.float32)
+    patch[:20, :20] = [1, 0, 0]
+    patch[20:, 20:] = [0, 0, 1]
+    patch[:20, 20:] = [0, 1, 0]
+    corners = np.float32([[60, 30], [150, 40], [140, 120], [70, 110]])
+    H = ops.quad_homography((40, 40), torch.from_numpy(corners)[None].double())
+    warped = ops.warp_patch(torch.from_numpy(patch).permute(2, 0, 1)[None].double(), H, torch.zeros(1, 2).double(),
+                            (160, 200))[0].permute(1, 2, 0).numpy()
+    # OpenCV puts pixel centres at integers; patchsim at +0.5
+    shift = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
+    H_cv = shift @ H[0].numpy() @ np.linalg.inv(shift)
+    expected = cv2.warpPerspective(patch, H_cv, (200, 160), flags=cv2.INTER_LINEAR)
+    inside = cv2.warpPerspective(np.ones((40, 40), np.float32), H_cv, (200, 160)) > 0.999
+    assert np.abs(warped[inside] - expected[inside]).max() < 1e-3
+    # the red quadrant lands next to the first corner, the blue one next to the third
+    tl, br = corners[0] + [6, 6], corners[2] - [6, 6]
+    assert warped[int(tl[1]), int(tl[0])].argmax() == 0
+    assert warped[int(br[1]), int(br[0])].argmax() == 2
+
+
+def test_patch_lands_on_the_scene_quad_and_boxes_follow():
+    bank = _bank()
+    eot = EOT(_identity_cfg())
+    params = eot.sample(bank, 2, torch.Generator().manual_seed(1), scenes=torch.tensor([0, 1]))
+    colours = torch.zeros(3, 32, 32)
+    colours[1] = 1.0  # green
+    out = eot.render(colours, torch.ones(1, 32, 32), params, bank)
+    img = out.images[0].permute(1, 2, 0).numpy()
+    poly = bank.corners[0].numpy()
+    mask = np.zeros(img.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
+    inner = cv2.erode(mask, np.ones((5, 5), np.uint8)).astype(bool)  # bilinear edges blend over ~1 patch pixel
+    assert np.allclose(img[inner], [0, 1, 0], atol=2e-4)
+    assert torch.allclose(out.boxes[0], torch.tensor([80.0, 40.0, 140.0, 100.0]), atol=1e-3)
+    assert torch.allclose(out.boxes[1], torch.tensor([90.0, 50.0, 150.0, 110.0]), atol=1e-3)
+
+
+def test_replaying_stored_params_gives_identical_images(tmp_path):
+    bank = _bank()
+    eot = EOT(EOTConfig(crop_px=96, occlusion=Occlusion(p=0.5), haze=Haze(p=0.5), compression=Compression(p=0.5)))
+    params = eot.sample(bank, 4, torch.Generator().manual_seed(7))
+    colours = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(2))
+    mask = torch.ones(1, 24, 24)
+    first = eot.render(colours, mask, params, bank).images
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps(params_to_json(params)))
+    replayed = eot.render(colours, mask, params_from_json(json.loads(path.read_text())), bank).images
+    assert torch.equal(first, replayed)
+    again = eot.sample(bank, 4, torch.Generator().manual_seed(7))
+    assert torch.equal(eot.render(colours, mask, again, bank).images, first)
+
+
+STRONG = {
+    "placement": Placement(scale=(0.8, 1.2), rotation_deg=20, tilt=0.2, corner_noise=0.03),
+    "printer_error": PrinterError(0.1, 0.05),
+    "lighting": Lighting((0.5, 1.5), (0.7, 1.3), (0.7, 1.4), (-1, 1)),
+    "haze": Haze(p=1.0, visibility_m=(30.0, 60.0)),
+    "blur": Blur(sigma_px=(1.0, 2.0), motion_p=1.0, motion_px=(2.0, 5.0)),
+    "noise": SensorNoise(std=(0.02, 0.05)),
+    "compression": Compression(p=1.0, quality=(30, 60)),
+    "occlusion": Occlusion(p=1.0, max_area=0.1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRONG))
+def test_gradients_reach_the_patch_through_each_transform(name):
+    bank = _bank()
+    eot = EOT(_identity_cfg(**{name: STRONG[name]}, crop_px=128))
+    params = eot.sample(bank, 3, torch.Generator().manual_seed(3))
+    colours = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(4)).requires_grad_(True)
+    out = eot.render(colours, torch.ones(1, 24, 24), params, bank)
+    (out.images * torch.linspace(0, 1, out.images.shape[-1])).sum().backward()
+    assert torch.isfinite(colours.grad).all()
+    assert colours.grad.abs().sum() > 0
+
+
+def test_every_transform_at_once_and_the_clean_twin():
+    bank = _bank()
+    eot = EOT(_identity_cfg(**STRONG, crop_px=128))
+    params = eot.sample(bank, 3, torch.Generator().manual_seed(5))
+    colours = torch.rand(3, 24, 24).requires_grad_(True)
+    adv = eot.render(colours, torch.ones(1, 24, 24), params, bank)
+    adv.images.mean().backward()
+    assert colours.grad.abs().sum() > 0
+    clean = eot.render(None, None, params, bank)
+    assert clean.images.shape == adv.images.shape
+    far = adv.corners[:, :, 0].max(1).values.long() + 12  # columns right of the slot see the same scene
+    assert torch.allclose(adv.images[0, :, :, far[0]:], clean.images[0, :, :, far[0]:], atol=0.08)
+
+
+def test_blur_and_warp_pass_gradcheck():
+    x = torch.rand(1, 2, 9, 9, dtype=torch.float64, requires_grad=True)
+    sig = torch.tensor([0.8], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: ops.blur(t, sig, torch.tensor([2.0], dtype=torch.float64),
+                                                       torch.tensor([0.4], dtype=torch.float64), radius=2), (x,))
+    H = ops.quad_homography((9, 9), torch.tensor([[[1.0, 1.0], [8.0, 2.0], [7.0, 8.0], [2.0, 7.0]]],
+                                                 dtype=torch.float64))
+    assert torch.autograd.gradcheck(lambda t: ops.warp_patch(t, H, torch.zeros(1, 2, dtype=torch.float64), (10, 10)),
+                                    (x,))
+
+
+def test_jpeg_like_is_close_to_identity_at_high_quality_and_lossy_at_low():
+    img = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    smooth = torch.nn.functional.avg_pool2d(img, 5, 1, 2)
+    hi = ops.jpeg_like(smooth, torch.tensor([98.0, 98.0]))
+    lo = ops.jpeg_like(smooth, torch.tensor([10.0, 10.0]))
+    assert (hi - smooth).abs().mean() < 0.01 < (lo - smooth).abs().mean()
