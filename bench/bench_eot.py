@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     from patchsim.attack.config import load_attack_config
-    from patchsim.attack.optimizer import _Objective, _default_profile
+    from patchsim.attack.optimizer import Objective, attack_step
     from patchsim.attack.patch import Patch, SlotInfo
     from patchsim.eot.pipeline import EOT
+    from patchsim.eot.printer import load_profile
     from patchsim.eot.scenes import build_sim_bank
     from patchsim.victims.detector import load_detector
 
@@ -42,22 +43,16 @@ def main() -> None:
     cfg.batch = args.batch
     det = load_detector(cfg.victim)
     bank = build_sim_bank(cfg.scenes)
-    profile = _default_profile()
+    profile = load_profile("default")
     eot = EOT(cfg.eot, profile)
     patch = Patch(SlotInfo("stop_face", bank.slot_kind, bank.slot_size_m, bank.sign_kind), cfg.patch)
     patch.set_mask(patch.sticker_mask([(0.1, 0.1), (0.45, 0.1), (0.1, 0.45), (0.45, 0.45)]))
-    objective = _Objective(cfg, det, eot, torch.as_tensor(profile.palette, dtype=torch.float32))
+    objective = Objective(cfg, det, eot, torch.as_tensor(profile.palette, dtype=torch.float32))
     opt = torch.optim.Adam([patch.colours], lr=cfg.lr)
 
     def eot_step(k: int) -> float:
         t0 = time.perf_counter()
-        params = eot.sample(bank, args.batch, torch.Generator().manual_seed(k))
-        loss, _ = objective(patch, bank, params)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            patch.colours.clamp_(0, 1)
+        attack_step(objective, patch, opt, bank, eot.sample(bank, args.batch, torch.Generator().manual_seed(k)))
         return time.perf_counter() - t0
 
     def bare_step(k: int) -> float:

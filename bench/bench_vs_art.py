@@ -86,9 +86,10 @@ def main() -> None:
 
     from patchsim.attack.config import load_attack_config
     from patchsim.attack.evaluate import evaluate_heldout
-    from patchsim.attack.optimizer import _banks, _default_profile, run_attack
+    from patchsim.attack.optimizer import _banks, run_attack
     from patchsim.attack.patch import Patch, SlotInfo
     from patchsim.eot.pipeline import EOT
+    from patchsim.eot.printer import load_profile
     from patchsim.victims.detector import load_detector
 
     ap = argparse.ArgumentParser()
@@ -131,7 +132,7 @@ def main() -> None:
                                      batch_size=args.batch, patch_shape=(3, FACE_PX, FACE_PX), patch_location=(loc, loc),
                                      patch_type="square", optimizer="Adam", targeted=True, verbose=False)
     steps_per_iter = math.ceil(len(x) / args.batch)
-    eot = EOT(cfg.eot, _default_profile())
+    eot = EOT(cfg.eot, load_profile("default"))
     slot = SlotInfo("stop_face", bank.slot_kind, bank.slot_size_m, bank.sign_kind)
     poster = Patch(slot, cfg.patch)
     heldout = eot.sample(heldout_bank, 64, torch.Generator().manual_seed(cfg.seed + 99_991), full_frame=True)

@@ -88,8 +88,12 @@ def data_generate(
     scenes: Optional[int] = typer.Option(None, help="override the number of (training) scenes"),
 ) -> None:
     """Randomized scenes -> a YOLO dataset (detector) or expert-labelled frames (lanekeeper)."""
-    from patchsim.data.generate import (DetectorDataConfig, LaneDataConfig, generate_detector_dataset,
-                                        generate_lane_dataset)
+    from patchsim.data.generate import (
+        DetectorDataConfig,
+        LaneDataConfig,
+        generate_detector_dataset,
+        generate_lane_dataset,
+    )
 
     if task == "detector":
         cfg = _run(_load_config, DetectorDataConfig, config)
@@ -233,6 +237,67 @@ def pipeline(
 
     summary = _run(run_pipeline, out, config, seeds, "printables", paper, progress)
     typer.echo(json.dumps(summary))
+
+
+# --------------------------------------------------------------------------- printing
+
+
+@app.command("print")
+def print_patch(
+    source: Path = typer.Argument(..., help="attack run directory or its patch.json"),
+    out: Optional[Path] = typer.Option(None, "--out", help="PDF path (default printables/<patch id>.pdf)"),
+    paper: str = typer.Option("A4", help="A0-A4, Letter, Legal, Tabloid, or custom"),
+    custom_size_mm: Optional[str] = typer.Option(None, help="WIDTHxHEIGHT in mm for --paper custom"),
+    orientation: str = typer.Option("auto", help="auto, portrait or landscape"),
+    margin_mm: float = typer.Option(10.0, help="page margin in mm"),
+    overlap_mm: float = typer.Option(10.0, help="tile overlap in mm"),
+    max_tiles: int = typer.Option(64, help="refuse tilings with more pages than this"),
+    png: Optional[Path] = typer.Option(None, help="also write a PNG/TIFF with dpi metadata"),
+    svg: Optional[Path] = typer.Option(None, help="also write the cut outlines as SVG (mm)"),
+) -> None:
+    """Print-ready PDF at true scale: tiles with marks and an assembly page, or sticker sheets and a placement guide."""
+    from patchsim.printing import export_cut_svg, export_pdf, export_raster
+
+    size = None
+    if custom_size_mm:
+        try:
+            w, h = (float(v) for v in custom_size_mm.lower().split("x"))
+            size = (w, h)
+        except ValueError:
+            _fail(ValueError(f"--custom-size-mm must look like 300x400, not {custom_size_mm!r}"))
+    job = _run(export_pdf, source, out, paper=paper, orientation=orientation, margin_mm=margin_mm,
+               overlap_mm=overlap_mm, custom_size_mm=size, max_tiles=max_tiles)
+    typer.echo(job.summary())
+    if png is not None:
+        typer.echo(f"raster -> {_run(export_raster, source, png)}")
+    if svg is not None:
+        typer.echo(f"cut outlines -> {_run(export_cut_svg, source, svg)}")
+
+
+@app.command("chart")
+def chart(
+    out: Path = typer.Option(Path("printables/chart.pdf"), "--out", help="PDF path"),
+    patches: int = typer.Option(140, help="colour patches on the chart"),
+    paper: str = typer.Option("A4", help="paper size"),
+) -> None:
+    """A colour chart framed by ArUco markers, to print and photograph for `patchsim calibrate`."""
+    from patchsim.printing import make_chart
+
+    _run(make_chart, out, patches=patches, paper=paper)
+    typer.echo(f"chart -> {out} (print it at 100 % scale, photograph it flat under even light)")
+
+
+@app.command("calibrate")
+def calibrate_printer(
+    photo: Path = typer.Argument(..., help="photo of the printed chart"),
+    name: str = typer.Option(..., "--name", help="profile name, saved as printables/profiles/NAME.json"),
+    chart_layout: Optional[Path] = typer.Option(None, "--chart", help="chart layout JSON if not the default chart"),
+) -> None:
+    """Fit a printer colour profile from a photo of the chart; the attack uses it with printer_profile: NAME."""
+    from patchsim.printing.calibrate import calibrate
+
+    result = _run(calibrate, photo, name, chart=chart_layout)
+    typer.echo(f"profile -> {result.path}   mean Delta E (CIEDE2000) {result.delta_e:.2f}")
 
 
 def main() -> None:

@@ -86,6 +86,21 @@ def _scalar(node: yaml.Node) -> Any:
         loader.dispose()
 
 
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Parse a JSON file; a missing file or bad JSON is a ConfigError naming the file (and line)."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} not found", path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid JSON: {exc.msg}", path, line=exc.lineno) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read file: {exc}", path) from exc
+
+
 def read_yaml(path: str | Path) -> _Located:
     """Parse a YAML file into plain data, remembering the line of every key.
 

@@ -23,7 +23,7 @@ class AttackConfig:
     target_class: str | None = param(None, help="class to produce (misclassify, appear)")
     steer_direction: str = param("left", help="left or right (steer)")
     scenes: SceneConfig = param(default_factory=SceneConfig)
-    heldout: SceneConfig = param(default_factory=lambda: SceneConfig(frames=32, seed=1000))
+    heldout: SceneConfig = param(default_factory=lambda: SceneConfig(frames=48, seed=1000))
     patch: PatchConfig = param(default_factory=PatchConfig)
     eot: EOTConfig = param(default_factory=EOTConfig)
     printer_profile: str = param("default", help="printer profile name or JSON path")
@@ -55,6 +55,14 @@ class AttackConfig:
             raise FieldError("steer_direction", "steer_direction must be left or right")
         if self.lr_schedule not in ("cosine", "constant"):
             raise FieldError("lr_schedule", "lr_schedule must be cosine or constant")
+        if self.heldout.slot != self.scenes.slot:
+            raise FieldError("heldout.slot", f"held-out slot {self.heldout.slot!r} differs from the training slot "
+                                             f"{self.scenes.slot!r}")
+        if self.scenes.photos and self.heldout.photos == self.scenes.photos:
+            raise FieldError("heldout.photos", "held-out photos must be other photos than the training ones")
+        if not self.scenes.photos and self.heldout.scenario == self.scenes.scenario \
+                and self.heldout.seed == self.scenes.seed and self.heldout.randomize == self.scenes.randomize:
+            raise FieldError("heldout.seed", "the held-out scenes repeat the training scenes: give them another seed")
 
     @property
     def is_steer(self) -> bool:

@@ -20,7 +20,8 @@ class HeldoutResult:
     """Per-sample outcomes on held-out conditions.
 
     Detector goals: ``clean_hit`` / ``adv_hit`` say whether the source class was detected on the
-    object; ``adv_target`` whether the target class was; ``success`` is the goal's test.
+    object; ``adv_target`` whether the target class was; ``success`` is the goal's test, for
+    ``vanish`` and ``misclassify`` over the samples where the clean sign was detected.
     Steering goal: ``clean_steer_deg`` / ``adv_steer_deg`` wheel angles in degrees.
     """
 
@@ -57,7 +58,7 @@ def evaluate_heldout(victim, eot: EOT, bank: SceneBank, params: dict, colours: t
                      device: str | torch.device = "cpu", clean_cache: dict | None = None) -> HeldoutResult:
     """Render every sample of ``params`` with and without the patch and test the goal.
 
-    ``clean_cache`` (a dict) keeps the clean outcomes between calls on the same params.
+    ``clean_cache`` (a dict) keeps the clean outcomes between calls; give each params set its own.
     """
     n = int(params["scene"].shape[0])
     clean_key = "clean"
@@ -68,17 +69,17 @@ def evaluate_heldout(victim, eot: EOT, bank: SceneBank, params: dict, colours: t
         if goal == "steer":
             adv_list.append(victim(adv.images).float().cpu() * STEER_DEG_PER_UNIT)
             if clean_cache is None or clean_key not in clean_cache:
-                clean = eot.render(None, None, sub, bank, device=device)
+                clean = eot.render(None, mask, sub, bank, device=device)
                 clean_list.append(victim(clean.images).float().cpu() * STEER_DEG_PER_UNIT)
             continue
         src_idx = victim.class_indices(source_class)
-        dets = victim.predict(adv.images)
+        dets = victim.predict(adv.images, conf=conf)
         adv_list.append(detected(dets, adv.boxes, src_idx, conf))
         if target_class:
             tgt_list.append(detected(dets, adv.boxes, victim.class_indices(target_class), conf))
         if clean_cache is None or clean_key not in clean_cache:
-            clean = eot.render(None, None, sub, bank, device=device)
-            clean_list.append(detected(victim.predict(clean.images), clean.boxes, src_idx, conf))
+            clean = eot.render(None, mask, sub, bank, device=device)
+            clean_list.append(detected(victim.predict(clean.images, conf=conf), clean.boxes, src_idx, conf))
     if clean_cache is not None and clean_key in clean_cache:
         clean_vals = clean_cache[clean_key]
     else:
@@ -98,4 +99,7 @@ def evaluate_heldout(victim, eot: EOT, bank: SceneBank, params: dict, colours: t
         success = tgt & ~adv_vals
     else:
         success = tgt
+    if goal in ("vanish", "misclassify"):
+        # a sign the detector misses even without the patch is no success of the patch
+        success = success[clean_vals]
     return HeldoutResult(success=success, clean_hit=clean_vals, adv_hit=adv_vals, adv_target=tgt)

@@ -35,7 +35,7 @@ from patchsim.attack.losses import detector_loss, steer_loss
 from patchsim.attack.patch import Patch, SlotInfo, place_stickers, total_variation
 from patchsim.config import to_dict
 from patchsim.eot.pipeline import EOT
-from patchsim.eot.printer import default_profile, load_profile, non_printability
+from patchsim.eot.printer import load_profile, non_printability
 from patchsim.eot.scenes import SceneBank, build_sim_bank, load_photo_bank
 from patchsim.eot.transforms import params_to_json, select
 from patchsim.errors import CheckpointError
@@ -89,7 +89,7 @@ def _autocast(cfg: AttackConfig):
     return contextlib.nullcontext()
 
 
-class _Objective:
+class Objective:
     """Loss of one EOT batch for the configured goal and regularizers."""
 
     def __init__(self, cfg: AttackConfig, victim, eot: EOT, palette: torch.Tensor):
@@ -116,6 +116,18 @@ class _Objective:
         return loss, {"loss": loss.item(), "attack": attack.item(), "tv": tv.item(), "nps": nps.item()}
 
 
+def attack_step(objective: Objective, patch: Patch, opt: torch.optim.Optimizer, bank: SceneBank,
+                params: dict) -> dict:
+    """One optimization step on one EOT batch; the colours stay in [0, 1]. Returns the loss parts."""
+    loss, parts = objective(patch, bank, params)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        patch.colours.clamp_(0, 1)
+    return parts
+
+
 def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> AttackResult:
     """Optimize a patch as ``cfg`` says; write the run directory; return the held-out metrics."""
     from tqdm import tqdm
@@ -132,24 +144,39 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
         if saved_cfg != yaml.safe_dump(to_dict(cfg), sort_keys=False):
             raise CheckpointError(f"{out}/config.yaml differs from the config given; resume with the same config")
     write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    write_json(out / "run.json", manifest("attack", cfg.seed, to_dict(cfg)))
+    write_json(out / "run.json", manifest("attack", cfg.seed, to_dict(cfg), torch_threads=torch.get_num_threads()))
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
 
     victim = _load_victim(cfg)
     bank, heldout_bank = _banks(cfg, out)
     bank, heldout_bank = bank.to(cfg.device), heldout_bank.to(cfg.device)
-    profile = load_profile(cfg.printer_profile) if cfg.printer_profile != "default" else _default_profile()
+    profile_copy = out / "printer_profile.json"
+    if resume and profile_copy.is_file():
+        profile = load_profile(profile_copy)  # the profile the run started with, wherever it runs now
+    else:
+        profile = load_profile(cfg.printer_profile)
+        profile.save(profile_copy)
     palette = torch.as_tensor(profile.palette, dtype=torch.float32, device=cfg.device)
     eot = EOT(cfg.eot, profile)
     slot = SlotInfo(cfg.scenes.slot, bank.slot_kind, bank.slot_size_m, bank.sign_kind)
     patch = Patch(slot, cfg.patch, device=cfg.device, generator=torch.Generator().manual_seed(cfg.seed))
-    objective = _Objective(cfg, victim, eot, palette)
+    objective = Objective(cfg, victim, eot, palette)
 
-    heldout = eot.sample(heldout_bank, cfg.final_samples, torch.Generator().manual_seed(cfg.seed + 99_991),
-                         full_frame=True)
-    write_json(out / "heldout_params.json", params_to_json(heldout))
-    select_params = select(heldout, list(range(min(cfg.eval_samples, cfg.final_samples))))
+    # held-out frames split in two: even frames choose the best patch, odd frames report its metrics,
+    # so the reported rate is not measured on the conditions the patch was selected on
+    n_frames = len(heldout_bank)
+    select_frames = torch.arange(0, n_frames, 2)
+    report_frames = torch.arange(1, n_frames, 2) if n_frames > 1 else select_frames
+    gen = torch.Generator().manual_seed(cfg.seed + 99_991)
+    select_params = eot.sample(heldout_bank, cfg.eval_samples, gen, full_frame=True,
+                               scenes=select_frames[torch.randint(0, len(select_frames), (cfg.eval_samples,),
+                                                                  generator=gen)])
+    heldout = eot.sample(heldout_bank, cfg.final_samples, gen, full_frame=True,
+                         scenes=report_frames[torch.randint(0, len(report_frames), (cfg.final_samples,),
+                                                            generator=gen)])
+    write_json(out / "heldout_params.json", {"select": params_to_json(select_params),
+                                             "report": params_to_json(heldout)})
     clean_cache: dict = {}
 
     def heldout_eval(colours: torch.Tensor, params: dict, cache: dict):
@@ -163,7 +190,7 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
     if resume:
         ck = torch.load(ckpt_path, map_location=cfg.device, weights_only=True)
         patch.colours.data.copy_(ck["colours"])
-        patch.set_mask(ck["mask"])
+        patch.mask = ck["mask"].to(patch.mask)  # already clipped to the outline when it was saved
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
     else:
@@ -196,13 +223,7 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
         step = state["step"]
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        params = eot.sample(bank, cfg.batch, _step_generator(cfg.seed, step))
-        loss, parts = objective(patch, bank, params)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            patch.colours.clamp_(0, 1)
+        parts = attack_step(objective, patch, opt, bank, eot.sample(bank, cfg.batch, _step_generator(cfg.seed, step)))
         state["step"] = step + 1
         state["history"].append({"step": step + 1, **{k: round(v, 5) for k, v in parts.items()}})
         if writer:
@@ -254,14 +275,7 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
     return AttackResult(out, metrics, patch)
 
 
-def _default_profile():
-    from patchsim.eot.printer import PROFILES_DIR
-
-    path = PROFILES_DIR / "default.json"
-    return load_profile(path) if path.is_file() else default_profile()
-
-
-def _search_sticker_positions(cfg: AttackConfig, patch: Patch, objective: _Objective,
+def _search_sticker_positions(cfg: AttackConfig, patch: Patch, objective: Objective,
                               bank: SceneBank) -> list[tuple[float, float]]:
     """RP2-style: optimize a poster briefly, then put the stickers where the gradient was largest."""
     colours = patch.colours.detach().clone()

@@ -49,7 +49,7 @@ def warp_patch(patch: torch.Tensor, H: torch.Tensor, origin: torch.Tensor, size_
                             torch.arange(sw, device=H.device, dtype=H.dtype) + 0.5, indexing="ij")
     pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)], 0)  # (3, S)
     pts = pts[None] + torch.cat([origin, torch.zeros(b, 1, device=H.device, dtype=H.dtype)], 1)[..., None]
-    src = torch.linalg.solve(H, pts)  # (B, 3, S): patch coordinates
+    src = torch.bmm(torch.linalg.inv(H), pts)  # (B, 3, S): patch coordinates (inverse once, then a cheap product)
     z = src[:, 2:3]
     z = torch.where(z.abs() < 1e-9, torch.full_like(z, 1e-9), z)
     px, py = src[:, 0] / z[:, 0], src[:, 1] / z[:, 0]
@@ -57,26 +57,6 @@ def warp_patch(patch: torch.Tensor, H: torch.Tensor, origin: torch.Tensor, size_
     if patch.shape[0] == 1 and b > 1:
         patch = patch.expand(b, -1, -1, -1)
     return F.grid_sample(patch.to(grid.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def paste(images: torch.Tensor, windows: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
-    """Alpha-composite RGBA windows (B, 4, S, S) at integer ``origin`` (B, 2) into images (B, 3, H, W).
-
-    Windows may extend past the image edge; what falls outside is dropped. Differentiable in both inputs.
-    """
-    out = images.clone()
-    _, _, H, W = images.shape
-    sh, sw = windows.shape[-2:]
-    for i in range(images.shape[0]):
-        x0, y0 = int(origin[i, 0]), int(origin[i, 1])
-        xa, ya = max(x0, 0), max(y0, 0)
-        xb, yb = min(x0 + sw, W), min(y0 + sh, H)
-        if xb <= xa or yb <= ya:
-            continue
-        win = windows[i, :, ya - y0:yb - y0, xa - x0:xb - x0]
-        rgb, a = win[:3], win[3:4]
-        out[i, :, ya:yb, xa:xb] = images[i, :, ya:yb, xa:xb] * (1 - a) + rgb * a
-    return out
 
 
 def colour_temperature_gains(kelvin_shift: torch.Tensor) -> torch.Tensor:
@@ -116,7 +96,8 @@ def jpeg_like(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     """JPEG-like compression: YCbCr, 8x8 DCT, quantization with a straight-through rounding, inverse.
 
     Differentiable (the rounding passes gradients straight through). Chroma is quantized with the
-    chroma table, without subsampling. Sides that are not multiples of 8 are padded by reflection.
+    chroma table, without subsampling. Sides that are not multiples of 8 are padded by replication.
+    The 2-D DCT of every block is one matrix product with the 64 x 64 Kronecker DCT matrix.
 
     Args:
         images: (B, 3, H, W) in [0, 1]. quality: (B,) JPEG quality 1..100.
@@ -124,26 +105,27 @@ def jpeg_like(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     b, _, h, w = images.shape
     ph, pw = (-h) % 8, (-w) % 8
     x = F.pad(images, (0, pw, 0, ph), mode="replicate") if ph or pw else images
-    r, g, bl = x[:, 0], x[:, 1], x[:, 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * bl
-    cb = -0.168736 * r - 0.331264 * g + 0.5 * bl
-    cr = 0.5 * r - 0.418688 * g - 0.081312 * bl
-    ycc = torch.stack([y - 0.5, cb, cr], 1) * 255  # (B, 3, H, W), centred
+    to_ycc = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
+                          dtype=images.dtype, device=images.device)
+    ycc = torch.einsum("ij,bjhw->bihw", to_ycc * 255, x) - torch.tensor(
+        [127.5, 0, 0], dtype=images.dtype, device=images.device)[:, None, None]
     H, W = ycc.shape[-2:]
-    blocks = ycc.reshape(b, 3, H // 8, 8, W // 8, 8).permute(0, 1, 2, 4, 3, 5)  # (B, 3, nh, nw, 8, 8)
+    blocks = ycc.reshape(b, 3, H // 8, 8, W // 8, 8).permute(0, 1, 2, 4, 3, 5).reshape(b, 3, -1, 64)
     d = _dct_matrix(images.device, images.dtype)
-    coef = d @ blocks @ d.T
-    scale = _quality_scale(quality.to(images.dtype)).reshape(b, 1, 1, 1, 1, 1)
-    qy = torch.tensor(_QY, dtype=images.dtype, device=images.device).reshape(8, 8)
-    qc = torch.tensor(_QC, dtype=images.dtype, device=images.device).reshape(8, 8)
-    table = torch.stack([qy, qc, qc])[None, :, None, None] * scale
-    table = table.clamp(min=1)
+    kron = torch.kron(d, d)  # (64, 64): vec(D X D^T) = (D kron D) vec(X)
+    coef = blocks @ kron.T
+    scale = _quality_scale(quality.to(images.dtype)).reshape(b, 1, 1, 1)
+    qy = torch.tensor(_QY, dtype=images.dtype, device=images.device)
+    qc = torch.tensor(_QC, dtype=images.dtype, device=images.device)
+    table = (torch.stack([qy, qc, qc])[None, :, None, :] * scale).clamp(min=1)  # (B, 3, 1, 64)
     q = coef / table
     q = q + (torch.round(q) - q).detach()
-    rec = d.T @ (q * table) @ d
-    rec = rec.permute(0, 1, 2, 4, 3, 5).reshape(b, 3, H, W) / 255
-    yy, cb, cr = rec[:, 0] + 0.5, rec[:, 1], rec[:, 2]
-    out = torch.stack([yy + 1.402 * cr, yy - 0.344136 * cb - 0.714136 * cr, yy + 1.772 * cb], 1)
+    rec = (q * table) @ kron
+    rec = rec.reshape(b, 3, H // 8, W // 8, 8, 8).permute(0, 1, 2, 4, 3, 5).reshape(b, 3, H, W)
+    rec = rec + torch.tensor([127.5, 0, 0], dtype=images.dtype, device=images.device)[:, None, None]
+    from_ycc = torch.tensor([[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]],
+                            dtype=images.dtype, device=images.device)
+    out = torch.einsum("ij,bjhw->bihw", from_ycc / 255, rec)
     return out[..., :h, :w].clamp(0, 1)
 
 
@@ -155,6 +137,15 @@ def gaussian_kernel1d(sigma: torch.Tensor, radius: int) -> torch.Tensor:
     return k / k.sum(1, keepdim=True)
 
 
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, radius: int = 3) -> torch.Tensor:
+    """Gaussian blur with a per-image ``sigma`` (B,) in pixels (replicate borders), as one grouped convolution."""
+    b, c, h, w = images.shape
+    g = gaussian_kernel1d(sigma, radius).to(images.dtype)
+    kernel = (g[:, :, None] * g[:, None, :]).repeat_interleave(c, 0)[:, None]  # (B*C, 1, k, k)
+    x = F.pad(images.reshape(1, b * c, h, w), (radius,) * 4, mode="replicate")
+    return F.conv2d(x, kernel, groups=b * c).reshape(b, c, h, w)
+
+
 def blur(images: torch.Tensor, sigma: torch.Tensor, motion_px: torch.Tensor, motion_angle_rad: torch.Tensor,
          radius: int = 3) -> torch.Tensor:
     """Defocus (Gaussian, ``sigma`` px) and linear motion blur (``motion_px`` long at an angle), per image.
@@ -162,9 +153,10 @@ def blur(images: torch.Tensor, sigma: torch.Tensor, motion_px: torch.Tensor, mot
     Builds one (2r+1)^2 kernel per image and applies it as a grouped convolution.
     """
     b, c, h, w = images.shape
-    g = gaussian_kernel1d(sigma, radius)
+    g = gaussian_kernel1d(sigma, radius).to(images.dtype)
     kernel = g[:, :, None] * g[:, None, :]  # (B, k, k)
     if motion_px is not None and bool((motion_px > 0).any()):
+        still = kernel
         x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
         yy, xx = torch.meshgrid(x, x, indexing="ij")
         ca, sa = torch.cos(motion_angle_rad)[:, None, None], torch.sin(motion_angle_rad)[:, None, None]
@@ -176,6 +168,7 @@ def blur(images: torch.Tensor, sigma: torch.Tensor, motion_px: torch.Tensor, mot
         # convolve the two kernels (small, done with conv2d on the kernel itself)
         kernel = F.conv2d(kernel[None], line[:, None].flip(-1, -2), padding=radius, groups=b)[0]
         kernel = kernel / kernel.sum((1, 2), keepdim=True)
+        kernel = torch.where((motion_px > 0)[:, None, None], kernel, still)  # a still image stays unsmeared
     weight = kernel[:, None].repeat_interleave(c, 0)  # (B*C, 1, k, k)
     x = F.pad(images.reshape(1, b * c, h, w), (radius,) * 4, mode="replicate")
     return F.conv2d(x, weight, groups=b * c).reshape(b, c, h, w)

@@ -93,7 +93,8 @@ class EOT:
             start_max = torch.minimum(lo, lim).clamp(min=0)
             start_min = torch.minimum(start_min, start_max)
             u = torch.rand(batch, 2, generator=gen)
-            origin = (start_min + u * (start_max - start_min)).floor().long()
+            origin = (start_min + u * (start_max - start_min)).floor()
+            origin = torch.maximum(origin, start_min.ceil()).clamp(max=start_max.floor()).long()
             params["crop"] = {"origin": origin, "size": torch.full((batch,), size, dtype=torch.long)}
         else:
             params["crop"] = {"origin": torch.zeros(batch, 2, dtype=torch.long),
@@ -113,17 +114,13 @@ class EOT:
         size = int(params["crop"]["size"][0])
         origin = params["crop"]["origin"].to(device)
         if size:
-            idx_y = (origin[:, 1:2] + torch.arange(size, device=device)[None]).to(bank.images.device)
-            idx_x = (origin[:, 0:1] + torch.arange(size, device=device)[None]).to(bank.images.device)
-            rows = torch.arange(b, device=bank.images.device)[:, None, None]
-            imgs = bank.images[scene][rows, :, idx_y[:, :, None], idx_x[:, None, :]].permute(0, 3, 1, 2)
-            shade = bank.shade[scene][rows, :, idx_y[:, :, None], idx_x[:, None, :]].permute(0, 3, 1, 2)
+            cut = [(int(k), int(o[1]), int(o[0])) for k, o in zip(scene, origin)]
+            imgs = torch.stack([bank.images[k, :, y:y + size, x:x + size] for k, y, x in cut])
             out_hw = (size, size)
         else:
-            imgs, shade = bank.images[scene], bank.shade[scene]
+            imgs = bank.images[scene]
             out_hw = (h, w)
         images = imgs.to(device).float() / 255.0
-        shade = shade.to(device).float()
         corners = params["placement"]["corners"].to(device) - origin[:, None, :].float()
         slot_hw = mask.shape[-2:] if mask is not None else (64, int(64 * bank.slot_size_m[0] / bank.slot_size_m[1]))
         H = ops.quad_homography((slot_hw[1], slot_hw[0]), corners)
@@ -138,45 +135,113 @@ class EOT:
             layers = torch.cat([seen, mask[None].to(device).expand(b, -1, -1, -1), occ], 1)
         else:
             layers = torch.cat([torch.zeros(b, 4, *slot_hw, device=device), occ], 1)
-        # warp only a window around the quad: the same size for the whole batch
-        lo = corners.min(1).values.floor() - 1
-        hi = corners.max(1).values.ceil() + 1
-        extent = int((hi - lo).max().clamp(min=2, max=max(out_hw)))
-        win_origin = lo.long()
-        warped = ops.warp_patch(layers, H, win_origin.float(), (extent, extent))
         occ_col = params["occlusion"]["colour"].to(device)
-        images = _composite(images, shade, warped, win_origin, occ_col, colours is not None)
-
-        images = self.cfg.lighting.apply(images, params["lighting"])
-        images = self.cfg.haze.apply(images, params["haze"])
-        images = self.cfg.blur.apply(images, params["blur"])
-        images = self.cfg.noise.apply(images, params["noise"])
-        images = self.cfg.compression.apply(images.clamp(0, 1), params["compression"])
+        out_h, out_w = out_hw
+        noise = self.cfg.noise.noise(params["noise"], (3, out_h, out_w), device)
+        roi = _roi(corners, out_hw)
+        warped = ops.warp_patch(layers, H, roi.origin.float(), (roi.h, roi.w))
+        shade = _shade_windows(bank, scene, origin, roi).to(device).float()  # light on the slot, window only
+        if not (torch.is_grad_enabled() and layers.requires_grad) or roi.area > 0.4 * out_h * out_w \
+                or not roi.aligned:
+            # nothing to differentiate, the slot fills much of the frame, or the window cannot align
+            # with the frame's JPEG blocks: one pass over everything
+            composed = _paste(images, _blend(_window(images, roi), shade, warped, occ_col, colours is not None),
+                              roi.origin)
+            pivot = self.cfg.lighting.pivot(composed, params["lighting"]).detach()  # as in the window pass
+            images = self._camera(composed, params, pivot, noise)
+        else:
+            # exact values for the whole frame without autograd, and a differentiable pass over the
+            # window around the slot only; the window's interior replaces the frame there
+            roi_in = _blend(_window(images, roi), shade, warped, occ_col, colours is not None)
+            with torch.no_grad():
+                full_in = _paste(images, roi_in, roi.origin)
+                pivot = self.cfg.lighting.pivot(full_in, params["lighting"])
+                full_out = self._camera(full_in, params, pivot, noise)
+            roi_out = self._camera(roi_in, params, pivot, _window(noise, roi))
+            images = _paste(full_out, roi_out, roi.origin, inner=ROI_EDGE_PX)
         boxes = outline_boxes(H, bank.outline_uv, slot_hw)
         return EOTBatch(images.clamp(0, 1), boxes, corners)
 
+    def _camera(self, x: torch.Tensor, params: dict, pivot: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Camera and atmosphere effects on (B, 3, H, W) images (or windows of them)."""
+        x = self.cfg.lighting.apply(x, params["lighting"], mean=pivot)
+        x = self.cfg.haze.apply(x, params["haze"])
+        x = self.cfg.blur.apply(x, params["blur"])
+        x = self.cfg.noise.apply(x, params["noise"], noise=noise)
+        return self.cfg.compression.apply(x.clamp(0, 1), params["compression"])
 
-def _composite(images: torch.Tensor, shade: torch.Tensor, warped: torch.Tensor, origin: torch.Tensor,
-               occ_colour: torch.Tensor, with_patch: bool) -> torch.Tensor:
-    """Put the warped patch (lit by ``shade``) and the occluder into each image window."""
-    out = images.clone()
-    _, _, H, W = images.shape
-    s = warped.shape[-1]
-    for i in range(images.shape[0]):
-        x0, y0 = int(origin[i, 0]), int(origin[i, 1])
-        xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + s, W), min(y0 + s, H)
-        if xb <= xa or yb <= ya:
-            continue
-        win = warped[i, :, ya - y0:yb - y0, xa - x0:xb - x0]
-        region = images[i, :, ya:yb, xa:xb]
-        light = shade[i, :, ya:yb, xa:xb]
-        if with_patch:
-            a = win[3:4]
-            region = region * (1 - a) + light * win[:3] * a
-        o = win[4:5]
-        region = region * (1 - o) + light * occ_colour[i][:, None, None] * o
-        out[i, :, ya:yb, xa:xb] = region
-    return out
+
+#: the differentiable window reaches this far past the slot: blur radius (3) + one JPEG block (8) + 5
+ROI_MARGIN_PX = 16
+#: values within this distance of a window edge are inexact (blur, JPEG blocks) and not pasted
+ROI_EDGE_PX = 12
+
+
+@dataclass
+class _Roi:
+    origin: torch.Tensor  # (B, 2) long (x, y), multiples of 8 (JPEG blocks align with the frame's)
+    h: int  # common window height and width, multiples of 8 or the frame's own
+    w: int
+    aligned: bool = True  # False when a window start is off the 8 px grid: its JPEG blocks would not match
+
+    @property
+    def area(self) -> int:
+        return self.h * self.w
+
+
+def _roi(corners: torch.Tensor, frame_hw: tuple[int, int]) -> _Roi:
+    """Block-aligned windows around each quad, one size for the batch, inside the frame."""
+    h, w = frame_hw
+    lo = (corners.detach().min(1).values - ROI_MARGIN_PX).floor()
+    hi = (corners.detach().max(1).values + ROI_MARGIN_PX).ceil()
+    start = (torch.div(lo, 8, rounding_mode="floor") * 8).long().clamp(min=0)
+    need = ((hi - start).max(0).values + 7) // 8 * 8  # (2,) x and y extents
+    size_w, size_h = min(int(need[0]), w), min(int(need[1]), h)
+    start = torch.minimum(start, torch.tensor([w - size_w, h - size_h], device=start.device))
+    return _Roi(start, size_h, size_w, aligned=bool((start % 8 == 0).all()))
+
+
+def _shade_windows(bank: SceneBank, scene: torch.Tensor, crop_origin: torch.Tensor, roi: _Roi) -> torch.Tensor:
+    """(B, 3, S, S) shading of each sample's window, read straight from the bank's frames."""
+    out = []
+    for k, c, o in zip(scene.tolist(), crop_origin.tolist(), roi.origin.tolist()):
+        y, x = c[1] + o[1], c[0] + o[0]
+        out.append(bank.shade[k, :, y:y + roi.h, x:x + roi.w])
+    return torch.stack(out)
+
+
+def _window(x: torch.Tensor, roi: _Roi) -> torch.Tensor:
+    """(B, C, h, w) windows of (B, C, H, W) at each sample's origin."""
+    return torch.stack([x[i, :, int(o[1]):int(o[1]) + roi.h, int(o[0]):int(o[0]) + roi.w]
+                        for i, o in enumerate(roi.origin)])
+
+
+def _paste(frame: torch.Tensor, win: torch.Tensor, origin: torch.Tensor, inner: int = 0) -> torch.Tensor:
+    """``frame`` with each window (B, C, sh, sw) written at its origin; ``inner`` px of window edges that are
+    not frame edges keep the frame's values. One scatter, so gradients flow to ``win`` cheaply."""
+    b, c, h, w = frame.shape
+    sh, sw = win.shape[-2:]
+    dev = frame.device
+    oy, ox = origin[:, 1:2].to(dev), origin[:, 0:1].to(dev)
+    ly, lx = torch.arange(sh, device=dev), torch.arange(sw, device=dev)
+    keep_y = ((ly[None] >= inner) | (oy == 0)) & ((ly[None] < sh - inner) | (oy + sh == h))
+    keep_x = ((lx[None] >= inner) | (ox == 0)) & ((lx[None] < sw - inner) | (ox + sw == w))
+    keep = (keep_y[:, :, None] & keep_x[:, None, :]).reshape(b, 1, sh * sw)
+    index = ((ly[None, :, None] + oy[:, :, None]) * w + (lx[None, None, :] + ox[:, :, None]))
+    index = index.reshape(b, 1, sh * sw).expand(b, c, sh * sw)
+    flat = frame.reshape(b, c, h * w)
+    values = torch.where(keep, win.reshape(b, c, sh * sw), flat.gather(2, index))
+    return flat.scatter(2, index, values).reshape(b, c, h, w)
+
+
+def _blend(region: torch.Tensor, light: torch.Tensor, warped: torch.Tensor, occ_colour: torch.Tensor,
+           with_patch: bool) -> torch.Tensor:
+    """Patch (lit by ``light``) and occluder over ``region``; all (B, ., S, S) and aligned."""
+    if with_patch:
+        a = warped[:, 3:4]
+        region = region * (1 - a) + light * warped[:, :3] * a
+    o = warped[:, 4:5]
+    return region * (1 - o) + light * occ_colour[:, :, None, None] * o
 
 
 def outline_boxes(H: torch.Tensor, outline_uv, slot_hw: tuple[int, int]) -> torch.Tensor:

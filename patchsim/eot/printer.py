@@ -12,13 +12,13 @@ photo of the printed chart, and ``default.json`` ships for users without a calib
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from patchsim.config import read_json
 from patchsim.errors import ConfigError
 
 PROFILE_FORMAT = "patchsim-printer-profile/1"
@@ -112,16 +112,12 @@ def load_profile(name_or_path: str | Path) -> PrinterProfile:
         candidates = [PROFILES_DIR / f"{p}.json", Path(__file__).resolve().parent.parent / "assets" / "profiles"
                       / f"{p}.json"]
         found = next((c for c in candidates if c.is_file()), None)
+        if found is None and str(name_or_path) == "default":
+            return default_profile()  # the shipped model, also where printables/ is not at hand
         if found is None:
             raise ConfigError(f"no printer profile named {str(name_or_path)!r} in {PROFILES_DIR}/", str(name_or_path))
         p = found
-    if not p.is_file():
-        raise ConfigError("printer profile not found", p)
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON: {exc.msg}", p, line=exc.lineno) from exc
-    return profile_from_json(data, str(p))
+    return profile_from_json(read_json(p, "printer profile"), str(p))
 
 
 def default_profile() -> PrinterProfile:

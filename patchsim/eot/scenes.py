@@ -13,7 +13,6 @@ the camera-to-slot distance. Two sources:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from patchsim.config import param
+from patchsim.config import param, read_json
 from patchsim.errors import ConfigError, PatchsimError
 
 GREY = 0.5
@@ -212,7 +211,7 @@ def _expected_area(corners: np.ndarray, outline_uv: np.ndarray) -> float:
 
 
 def load_photo_bank(folder: str | Path, slot_size_m: tuple[float, float], sign_kind: str | None = "stop_sign",
-                    max_side_px: int = 960) -> SceneBank:
+                    max_side_px: int = 896) -> SceneBank:
     """A bank from the user's photos.
 
     ``folder/corners.json`` maps each image file name to ``{"corners": [[x, y] x 4], "distance_m": d}``
@@ -225,12 +224,7 @@ def load_photo_bank(folder: str | Path, slot_size_m: tuple[float, float], sign_k
 
     folder = Path(folder)
     ann_path = folder / "corners.json"
-    if not ann_path.is_file():
-        raise ConfigError("corners.json not found (image name -> {corners: [[x, y] x 4]})", ann_path)
-    try:
-        ann = json.loads(ann_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON: {exc.msg}", ann_path, line=exc.lineno) from exc
+    ann = read_json(ann_path, "corners.json (image name -> {corners: [[x, y] x 4]})")
     if not isinstance(ann, dict) or not ann:
         raise ConfigError("expected a mapping of image names to annotations", ann_path)
     info = SlotInfo("photo", "sign_face" if sign_kind else "road", slot_size_m, sign_kind)

@@ -28,16 +28,17 @@ def _bernoulli(gen: torch.Generator, b: int, p: float) -> torch.Tensor:
 
 @dataclass
 class Placement:
-    """Geometric jitter of the slot's corners: scale, in-plane rotation, tilt (perspective), noise.
+    """Placement error of the printed patch on its slot: scale, in-plane rotation, tilt, corner noise.
 
-    Distance and viewing angle come mainly from the scene frames chosen; this adds what the frames
-    do not cover. Applied by the pipeline (it sets the homography), not to pixels.
+    Distance and viewing angle come from the scene frames (and their randomization); the sign
+    itself does not move here, so this stays at the size of a hand-applied sticker's error.
+    Applied by the pipeline (it sets the homography), not to pixels.
     """
 
-    scale: tuple[float, float] = (0.92, 1.08)
-    rotation_deg: float = 4.0
-    tilt: float = 0.06
-    corner_noise: float = 0.015  # std, as a share of the quad's diagonal
+    scale: tuple[float, float] = (0.97, 1.03)
+    rotation_deg: float = 2.0
+    tilt: float = 0.02
+    corner_noise: float = 0.006  # std, as a share of the quad's diagonal
 
     def sample(self, b: int, gen: torch.Generator, corners: torch.Tensor) -> dict[str, torch.Tensor]:
         centre = corners.mean(1, keepdim=True)
@@ -115,12 +116,21 @@ class Lighting:
                 "gamma": torch.exp(_uniform(gen, b, (math.log(self.gamma[0]), math.log(self.gamma[1])))),
                 "temperature": _uniform(gen, b, self.temperature)}
 
-    def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor], mean: torch.Tensor | None = None) -> torch.Tensor:
+        """``mean`` (B,) is the image mean contrast pivots on; by default this image's own."""
         v = lambda t: t.to(x)[:, None, None, None]  # noqa: E731
-        x = x * v(p["brightness"]) * ops.colour_temperature_gains(p["temperature"].to(x))[..., None, None]
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = ((x - mean) * v(p["contrast"]) + mean).clamp(1e-4, 1)
-        return x ** v(p["gamma"])
+        gain = ops.colour_temperature_gains(p["temperature"].to(x)) * p["brightness"].to(x)[:, None]  # (B, 3)
+        if mean is None:
+            mean = (x.mean(dim=(2, 3)) * gain).mean(1)
+        c = p["contrast"].to(x)
+        # ((x g - m) c + m) as one affine map per channel
+        x = x * (gain * c[:, None])[..., None, None] + (mean.to(x) * (1 - c))[:, None, None, None]
+        return x.clamp(1e-4, 1) ** v(p["gamma"])
+
+    def pivot(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,) the mean the contrast change pivots on."""
+        gain = ops.colour_temperature_gains(p["temperature"].to(x)) * p["brightness"].to(x)[:, None]
+        return (x.mean(dim=(2, 3)) * gain).mean(1)
 
 
 @dataclass
@@ -156,23 +166,58 @@ class Blur:
                 "motion_angle": _uniform(gen, b, (0.0, math.pi))}
 
     def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-        return ops.blur(x, p["sigma"].to(x), p["motion_px"].to(x), p["motion_angle"].to(x))
+        x = ops.gaussian_blur(x, p["sigma"].to(x))
+        moving = (p["motion_px"] > 0).nonzero().flatten().tolist()
+        if not moving:
+            return x
+        idx = torch.tensor(moving, device=x.device)
+        blurred = ops.blur(x[idx], torch.zeros(len(moving), dtype=x.dtype, device=x.device),
+                           p["motion_px"].to(x)[idx], p["motion_angle"].to(x)[idx])
+        return x.index_copy(0, idx, blurred)
+
+
+NOISE_TILE_PX = 1024
+_NOISE_TILES: dict[str, torch.Tensor] = {}
+
+
+def noise_tiles(device: torch.device | str) -> torch.Tensor:
+    """Two fixed (3, 1024, 1024) tiles of zero-mean, unit-variance uniform noise (seed 0), made once."""
+    key = str(device)
+    if key not in _NOISE_TILES:
+        u = torch.rand((2, 3, NOISE_TILE_PX, NOISE_TILE_PX), generator=torch.Generator().manual_seed(0))
+        _NOISE_TILES[key] = ((u - 0.5) * 12 ** 0.5).to(device)
+    return _NOISE_TILES[key]
 
 
 @dataclass
 class SensorNoise:
-    """Gaussian sensor noise with a per-sample std; the noise itself comes from a stored per-sample seed."""
+    """Sensor noise with a per-sample std. Each sample's noise is a window of a fixed noise tile at a
+    sampled offset, so it is replayable and cheap (drawing fresh random numbers costs more than the
+    rest of the camera model). Uniform rather than Gaussian: read noise summed with quantization is
+    no more Gaussian than this. Frames over 896 px a side see the tile repeat."""
 
     std: tuple[float, float] = (0.0, 0.03)
 
     def sample(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        return {"std": _uniform(gen, b, self.std), "seed": torch.randint(0, 2**62, (b,), generator=gen)}
+        return {"std": _uniform(gen, b, self.std), "tile": torch.randint(0, 2, (b,), generator=gen),
+                "offset": torch.randint(0, NOISE_TILE_PX - 896, (b, 2), generator=gen)}
 
-    def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-        noise = torch.stack([
-            torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(int(s))) for s in p["seed"]
-        ]).to(x)
-        return x + noise * p["std"].to(x)[:, None, None, None]
+    @staticmethod
+    def noise(p: dict[str, torch.Tensor], shape: tuple[int, int, int], device) -> torch.Tensor:
+        """(B, C, H, W) noise of each sample's frame, the same whatever batch the sample is in."""
+        c, h, w = shape
+        tiles = noise_tiles(device)
+        if max(h, w) > 896:  # larger frames: the tile repeats (every 1024 px)
+            reps = (1, 1, (h + 895) // NOISE_TILE_PX + 1, (w + 895) // NOISE_TILE_PX + 1)
+            tiles = tiles.repeat(*reps)
+        return torch.stack([tiles[int(t), :c, int(o[1]):int(o[1]) + h, int(o[0]):int(o[0]) + w]
+                            for t, o in zip(p["tile"], p["offset"])])
+
+    def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor], noise: torch.Tensor | None = None) -> torch.Tensor:
+        """``noise`` (from :meth:`noise`, possibly a window of it) is taken here when not given."""
+        if noise is None:
+            noise = self.noise(p, tuple(x.shape[1:]), x.device)
+        return x + noise.to(x) * p["std"].to(x)[:, None, None, None]
 
 
 @dataclass
@@ -186,12 +231,12 @@ class Compression:
         return {"on": _bernoulli(gen, b, self.p), "quality": _uniform(gen, b, self.quality)}
 
     def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-        on = p["on"].to(x)
-        if not bool((on > 0).any()):
+        """Blocks are aligned to ``x``'s top-left corner."""
+        chosen = (p["on"] > 0).nonzero().flatten().tolist()
+        if not chosen:
             return x
-        y = ops.jpeg_like(x, p["quality"].to(x))
-        w = on[:, None, None, None]
-        return y * w + x * (1 - w)
+        idx = torch.tensor(chosen, device=x.device)
+        return x.index_copy(0, idx, ops.jpeg_like(x[idx], p["quality"].to(x)[idx]))
 
 
 def params_to_json(params: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from patchsim.runs import manifest, write_json
-from patchsim.sim.base import Control, Frame
+from patchsim.sim.base import Frame
 
 CONFIRM_FRAMES = (2, 3)  # detections needed among the last frames to act on a stop sign
 VEHICLE_WIDTH_M = 1.8

@@ -240,6 +240,28 @@ def check_patch_image(slot: str, image: np.ndarray, size_m: tuple[float, float])
     return out
 
 
+def composite_over(base: np.ndarray, patch: np.ndarray) -> np.ndarray:
+    """A patch (float RGBA in [0, 1], any size) laid over a base texture (float RGBA (H, W, 4)).
+
+    The patch is resized to the base; its alpha blends its colours over the base's; the base's
+    alpha (a sign's outline) is kept.
+    """
+    import cv2
+
+    tex = cv2.resize(patch, (base.shape[1], base.shape[0]), interpolation=cv2.INTER_AREA)
+    a = tex[..., 3:4]
+    out = base.astype(np.float32).copy()
+    out[..., :3] = base[..., :3] * (1 - a) + tex[..., :3] * a
+    return out
+
+
+def slot_or_error(slots: dict, slot: str, scenario_name: str):
+    """``slots[slot]``, or a KeyError that lists the scenario's slots."""
+    if slot not in slots:
+        raise KeyError(f"no patch slot {slot!r} in scenario {scenario_name!r} (slots: {', '.join(slots) or 'none'})")
+    return slots[slot]
+
+
 class Simulator(abc.ABC):
     """One driving simulator backend: reset to a scenario, step with a control, patch slots.
 

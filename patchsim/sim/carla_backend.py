@@ -30,17 +30,25 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
 from patchsim.errors import PatchsimError
-from patchsim.sim.base import Control, EgoTruth, Frame, LaneTruth, Simulator, check_patch_image
+from patchsim.sim.base import (
+    Control,
+    EgoTruth,
+    Frame,
+    LaneTruth,
+    Simulator,
+    check_patch_image,
+    composite_over,
+    slot_or_error,
+)
 from patchsim.sim.camera import CameraModel
 from patchsim.sim.carla_convert import (
     CarlaRoad,
+    bgra_to_rgb,
     compose_canvas,
     control_to_carla,
-    bgra_to_rgb,
     exposure_compensation_ev,
     lane_polyline,
     location_to_xyz,
@@ -284,10 +292,7 @@ class CarlaSimulator(Simulator):
 
     def set_patch(self, slot: str, image: np.ndarray | None) -> None:
         self._require()
-        if slot not in self.layout.slots:
-            raise KeyError(f"no patch slot {slot!r} in scenario {self.scenario.name!r} "
-                           f"(slots: {', '.join(self.layout.slots) or 'none'})")
-        placement = self.layout.slots[slot]
+        placement = slot_or_error(self.layout.slots, slot, self.scenario.name)
         prop = self._episode.slots[slot]
         if image is None:
             content = prop.base if prop.base is not None else np.zeros((2, 2, 4), np.float32)
@@ -550,14 +555,7 @@ class CarlaSimulator(Simulator):
 
     def _slot_content(self, prop: _Prop, rgba: np.ndarray) -> np.ndarray:
         """Float RGBA content of a slot showing patch ``rgba`` (float, from check_patch_image)."""
-        if prop.base is None:
-            return rgba
-        base = prop.base
-        tex = cv2.resize(rgba, (base.shape[1], base.shape[0]), interpolation=cv2.INTER_AREA)
-        a = tex[..., 3:4]
-        out = base.copy()
-        out[..., :3] = base[..., :3] * (1 - a) + tex[..., :3] * a
-        return out
+        return rgba if prop.base is None else composite_over(prop.base, rgba)
 
     def _paint(self, prop: _Prop, content: np.ndarray) -> None:
         """Send ``content`` (float RGBA, row 0 at the top) centred on the prop's face over its fill colour."""

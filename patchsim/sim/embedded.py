@@ -12,8 +12,9 @@ import threading
 
 import numpy as np
 
+from patchsim.errors import PatchsimError
 from patchsim.sim import postfx
-from patchsim.sim.base import Control, Frame, EgoTruth, Simulator, check_patch_image
+from patchsim.sim.base import Control, EgoTruth, Frame, Simulator, check_patch_image, composite_over, slot_or_error
 from patchsim.sim.camera import CameraModel
 from patchsim.sim.expert import front_bumper_s
 from patchsim.sim.layout import Layout, build_layout, place_vehicle
@@ -21,7 +22,6 @@ from patchsim.sim.lighting import ResolvedLighting, resolve_lighting
 from patchsim.sim.scenario import Scenario, randomized
 from patchsim.sim.truth import lane_truth, sign_truths, slot_truths, vehicle_truths
 from patchsim.sim.vehicle import KinematicBicycle, VehicleState
-from patchsim.errors import PatchsimError
 
 _PRC = """
 window-type offscreen
@@ -62,9 +62,20 @@ class _Buffers:
 
     def __init__(self, width: int, height: int):
         from panda3d.core import (
-            Camera, ColorAttrib, FrameBufferProperties, GraphicsOutput, GraphicsPipe, LightAttrib, MatrixLens,
-            NodePath, RenderState, Texture, TextureAttrib, WindowProperties,
+            Camera,
+            ColorAttrib,
+            FrameBufferProperties,
+            GraphicsOutput,
+            GraphicsPipe,
+            LightAttrib,
+            MatrixLens,
+            NodePath,
+            RenderState,
+            Texture,
+            TextureAttrib,
+            WindowProperties,
         )
+
         from patchsim.sim.scene3d import COLOUR_MASK, LABEL_MASK
 
         self.engine, pipe = _engine_and_pipe()
@@ -99,7 +110,6 @@ class _Buffers:
         self.cams[1].set_initial_state(RenderState.make(
             ColorAttrib.make_flat((0, 0, 0, 1)), TextureAttrib.make_off(), LightAttrib.make_all_off(), 1000))
         self.cams[1].set_tag_state_key("label")
-        self.NodePath = NodePath
 
     @property
     def label_cam(self):
@@ -216,24 +226,18 @@ class EmbeddedSimulator(Simulator):
 
     def set_patch(self, slot: str, image: np.ndarray | None) -> None:
         import cv2
-        from patchsim.sim.scene3d import FACE_TEXTURE_PX, ROAD_SLOT_TEXTURE_PX, update_texture
+
+        from patchsim.sim.scene3d import ROAD_SLOT_TEXTURE_PX, update_texture
 
         self._require()
-        if slot not in self.layout.slots:
-            raise KeyError(f"no patch slot {slot!r} in scenario {self.scenario.name!r} "
-                           f"(slots: {', '.join(self.layout.slots) or 'none'})")
-        placement = self.layout.slots[slot]
+        placement = slot_or_error(self.layout.slots, slot, self.scenario.name)
         if placement.spec.kind == "sign_face":
             sid = placement.spec.sign
             base = self._scene.face_base_images[sid]
             if image is None:
                 update_texture(self._scene.face_textures[sid], base)
                 return
-            rgba = check_patch_image(slot, image, placement.size_m)
-            tex = cv2.resize(rgba, (FACE_TEXTURE_PX, FACE_TEXTURE_PX), interpolation=cv2.INTER_AREA)
-            a = tex[..., 3:4]
-            out = base.astype(np.float32) / 255.0
-            out[..., :3] = out[..., :3] * (1 - a) + tex[..., :3] * a
+            out = composite_over(base.astype(np.float32) / 255.0, check_patch_image(slot, image, placement.size_m))
             update_texture(self._scene.face_textures[sid], (out * 255 + 0.5).astype(np.uint8))
         else:
             node = self._scene.slot_nodes[slot]

@@ -16,11 +16,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from patchsim.config import FieldError, from_dict, load_yaml, param, read_yaml, _build, _Ctx
+from patchsim.config import FieldError, _build, _Ctx, from_dict, param, read_yaml
 from patchsim.errors import ConfigError
 
 SignKind = Literal["stop_sign", "speed_limit", "yield"]

@@ -34,6 +34,7 @@ COLOUR_MASK = BitMask32.bit(0)  # camera mask of the colour render
 FACE_TEXTURE_PX = 256
 ROAD_SLOT_TEXTURE_PX = 256
 MARKING_RGB = (0.88, 0.88, 0.85)
+SIGN_SKYLIGHT = 0.3  # extra ambient light on sign faces, see _Builder.signs
 
 # ground-layer draw order inside the "background" bin
 _ORDER = {"sky": 0, "ground": 1, "road": 2, "marking": 3, "slot": 4, "shadow": 5}
@@ -163,6 +164,12 @@ class _Builder:
     def signs(self) -> tuple[dict, dict]:
         face_tex, face_img = {}, {}
         back_rgb = textures.flat(textures.SIGN_BACK)
+        # Sign sheeting is retroreflective and faces the open road: it catches skylight that the
+        # flat ambient term underestimates, so faces get extra ambient light (dimmer at dusk).
+        boost = AmbientLight("sign-skylight")
+        level = SIGN_SKYLIGHT * min(1.0, float(self.light.sun_rgb.mean() + self.light.ambient_rgb.mean()) / 1.2)
+        boost.set_color((level, level, level, 1.0))
+        boost_np = self.root.attach_new_node(boost)
         for sign in self.layout.signs:
             sid = sign.spec.id
             img = textures.sign_face(sign.spec.kind, FACE_TEXTURE_PX, sign.spec.speed_limit_mph)
@@ -170,6 +177,7 @@ class _Builder:
             uv = np.c_[sign.outline_uv[:, 0], 1.0 - sign.outline_uv[:, 1]]
             face = self.attach(f"face:{sid}", polygon(sign.outline_m + sign.normal * 0.005, sign.normal, uv))
             face.set_texture(tex)
+            face.set_light(boost_np)
             self.tag(face, self.new_label(f"sign:{sid}", sign.centre_m))
             back = self.attach(f"back:{sid}", polygon(sign.outline_m - sign.normal * 0.005, -sign.normal, uv))
             height = float(sign.pole_top_m[2])

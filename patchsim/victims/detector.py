@@ -134,6 +134,11 @@ class YoloDetector(torch.nn.Module):
     # ------------------------------------------------------------------ forward
 
     @property
+    def end2end(self) -> bool:
+        """True for NMS-free heads, whose predictions are the top scores of the one-to-one branch."""
+        return bool(getattr(self._head, "end2end", False))
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -165,12 +170,12 @@ class YoloDetector(torch.nn.Module):
         y, preds = self.model(x)
         head = self._head
         nc = len(self.names)
-        if y.dim() == 3 and y.shape[1] == 4 + nc and not getattr(head, "end2end", False):
-            dense = y
-            xyxy = False
-        else:  # end-to-end heads: decode the one-to-many branch densely (boxes come out xyxy)
-            dense = head._inference(preds["one2many"] if "one2many" in preds else preds)
+        if self.end2end:  # NMS-free heads (YOLOv10, YOLO26): the deployed one-to-one branch, decoded densely
+            dense = head._inference(preds["one2one"])
             xyxy = True
+        else:
+            dense = y
+            xyxy = bool(getattr(head, "xyxy", False))
         boxes = dense[:, :4].transpose(1, 2).float()
         if not xyxy:
             cxcy, wh = boxes[..., :2], boxes[..., 2:]
@@ -189,6 +194,13 @@ class YoloDetector(torch.nn.Module):
         raw = raw if raw is not None else self.forward(images)
         out = []
         for boxes, scores in zip(raw.boxes_xyxy, raw.scores):
+            if self.end2end:  # like Ultralytics: top-k (anchor, class) pairs by score, no NMS
+                k = min(max_det, scores.numel())
+                top, flat = scores.flatten().topk(k)
+                keep = top > conf
+                idx = torch.div(flat[keep], scores.shape[1], rounding_mode="floor")
+                out.append(Detections(boxes[idx], top[keep], flat[keep] % scores.shape[1]))
+                continue
             best, cls = scores.max(-1)
             keep = best > conf
             b, s, c = boxes[keep], best[keep], cls[keep]

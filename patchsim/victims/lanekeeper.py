@@ -195,23 +195,41 @@ class LaneNetKeeper(LaneKeeper):
     def lane_fit(self, prob: torch.Tensor) -> dict[str, torch.Tensor]:
         """Fit the lane centre y(x) = a + b x + k x^2 / 2 (x from the rear axle) from marking probabilities.
 
+        Two passes: a straight line from the near rows (x <= 14 m) with fixed search windows either side
+        of the car, then a quadratic over all rows with each boundary searched around where the first
+        fit puts it, so a curve's far rows do not lend one boundary to the other.
+
         Returns tensors (B,): ``a`` (lane centre offset, left of the ego), ``b`` (slope), ``k``
         (curvature), ``evidence`` (share of BEV rows that saw a boundary).
         """
         bev = F.grid_sample(prob, self.grid.expand(prob.shape[0], -1, -1, -1), mode="bilinear",
                             padding_mode="zeros", align_corners=False)[:, 0]  # (B, Hb, Wb)
-        y = self.bev_y_m
+        y, x = self.bev_y_m, self.bev_x_m
         lo, hi = self.bev.search_m
+        half = self.bev.lane_width_m / 2
+        near = (x <= 14.0 + self.camera.forward_m).to(bev.dtype)
+        fixed_left = ((y >= lo) & (y <= hi)).to(bev.dtype)[None, None].expand(bev.shape[0], len(x), -1)
+        fixed_right = ((y <= -lo) & (y >= -hi)).to(bev.dtype)[None, None].expand(bev.shape[0], len(x), -1)
+        centre, weight = self._centre_rows(bev, fixed_left, fixed_right)
+        a, b, _ = self._fit(centre, weight * near, quadratic=False)
+        guess = (a[:, None] + b[:, None] * x[None]).detach()  # (B, Hb): where the centre is, roughly
+        span = hi - lo
+        left = ((y[None, None] - (guess[..., None] + half)).abs() <= span / 2).to(bev.dtype)
+        right = ((y[None, None] - (guess[..., None] - half)).abs() <= span / 2).to(bev.dtype)
+        centre, weight = self._centre_rows(bev, left, right)
+        a, b, k = self._fit(centre, weight, quadratic=True)
+        return {"a": a, "b": b, "k": k, "evidence": (weight > 0.5).float().mean(-1)}
+
+    def _centre_rows(self, bev: torch.Tensor, left_mask: torch.Tensor,
+                     right_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per BEV row: the lane centre from the boundaries found in the masks, and its weight."""
+        y = self.bev_y_m
         w_img = bev ** 2
-        left_mask = ((y >= lo) & (y <= hi)).float()
-        right_mask = ((y <= -lo) & (y >= -hi)).float()
 
         def side(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             w = w_img * mask
             mass = w.sum(-1)
-            pos = (w * y).sum(-1) / (mass + 1e-6)
-            evidence = mass / (mass + 0.5)
-            return pos, evidence
+            return (w * y).sum(-1) / (mass + 1e-6), mass / (mass + 0.5)
 
         y_l, e_l = side(left_mask)
         y_r, e_r = side(right_mask)
@@ -219,13 +237,19 @@ class LaneNetKeeper(LaneKeeper):
         both, only_l, only_r = e_l * e_r, e_l * (1 - e_r), e_r * (1 - e_l)
         weight = both + only_l + only_r
         centre = (both * (y_l + y_r) / 2 + only_l * (y_l - half) + only_r * (y_r + half)) / (weight + 1e-6)
+        return centre, weight
+
+    def _fit(self, centre: torch.Tensor, weight: torch.Tensor, quadratic: bool) -> tuple[torch.Tensor, ...]:
+        """Weighted least squares of centre(x) on [1, x, x^2 / 2] (or [1, x]); returns (a, b, k)."""
         x = self.bev_x_m
-        basis = torch.stack([torch.ones_like(x), x, x * x / 2], -1)  # (Hb, 3)
-        wb = weight[..., None] * basis  # (B, Hb, 3)
-        normal = torch.einsum("bhi,hj->bij", wb, basis) + 1e-3 * torch.eye(3, device=x.device)
-        rhs = torch.einsum("bhi,bh->bi", wb, centre)
-        coef = torch.linalg.solve(normal, rhs)
-        return {"a": coef[:, 0], "b": coef[:, 1], "k": coef[:, 2], "evidence": (weight > 0.5).float().mean(-1)}
+        cols = [torch.ones_like(x), x] + ([x * x / 2] if quadratic else [])
+        basis = torch.stack(cols, -1)  # (Hb, n)
+        wb = weight[..., None] * basis
+        n = basis.shape[1]
+        normal = torch.einsum("bhi,hj->bij", wb, basis) + 1e-3 * torch.eye(n, device=x.device, dtype=x.dtype)
+        coef = torch.linalg.solve(normal, torch.einsum("bhi,bh->bi", wb, centre))
+        k = coef[:, 2] if quadratic else torch.zeros_like(coef[:, 0])
+        return coef[:, 0], coef[:, 1], k
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> steer command (B,) by pure pursuit on the fitted lane centre."""

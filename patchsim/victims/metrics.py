@@ -16,6 +16,7 @@ class ImageResult:
     pred_classes: np.ndarray  # (K,)
     gt_boxes: np.ndarray  # (M, 4)
     gt_classes: np.ndarray  # (M,)
+    gt_ignore: np.ndarray | None = None  # (M,) bool: too small to score; a detection on one is neither TP nor FP
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -42,6 +43,9 @@ def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
 def map50(results: list[ImageResult], num_classes: int, iou_threshold: float = 0.5) -> dict:
     """Per-class AP at ``iou_threshold`` and their mean over classes that have ground truth.
 
+    Ground truth marked ``gt_ignore`` is not counted, and a detection matching it is not scored
+    (as KITTI does with objects below its minimum height).
+
     Returns:
         ``{"map50": float, "ap50": {class_index: float}, "gt_count": {class_index: int}}``
     """
@@ -51,8 +55,10 @@ def map50(results: list[ImageResult], num_classes: int, iou_threshold: float = 0
         scores, tps = [], []
         n_gt = 0
         for r in results:
-            gt = r.gt_boxes[r.gt_classes == c]
-            n_gt += len(gt)
+            in_class = r.gt_classes == c
+            gt = r.gt_boxes[in_class]
+            ignore = (np.zeros(len(gt), bool) if r.gt_ignore is None else r.gt_ignore[in_class])
+            n_gt += int((~ignore).sum())
             keep = r.pred_classes == c
             boxes, sc = r.pred_boxes[keep], r.pred_scores[keep]
             order = np.argsort(-sc)
@@ -60,13 +66,17 @@ def map50(results: list[ImageResult], num_classes: int, iou_threshold: float = 0
             matched = np.zeros(len(gt), bool)
             ious = box_iou(boxes, gt)
             for k in range(len(boxes)):
-                tp = False
+                tp, skip = False, False
                 if len(gt):
-                    cand = np.where(~matched & (ious[k] >= iou_threshold))[0]
+                    cand = np.where(~matched & ~ignore & (ious[k] >= iou_threshold))[0]
                     if len(cand):
                         j = cand[np.argmax(ious[k, cand])]
                         matched[j] = True
                         tp = True
+                    else:  # on an ignored (too small) object: not scored
+                        skip = bool((ignore & (ious[k] >= iou_threshold)).any())
+                if skip:
+                    continue
                 scores.append(sc[k])
                 tps.append(tp)
         counts[c] = n_gt

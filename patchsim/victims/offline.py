@@ -21,7 +21,6 @@ def ultralytics() -> ModuleType:
     for key, value in _ENV.items():
         os.environ.setdefault(key, value)
     import ultralytics as _ul
-
     from ultralytics.utils import SETTINGS
 
     # no telemetry or hub sync (the settings file is local; nothing here contacts a server)

@@ -47,8 +47,8 @@ def load_victim(spec: str | Path, device: str = "cpu", **kwargs: Any):
         from patchsim.victims.lanekeeper import load_lanekeeper
 
         return load_lanekeeper(spec, device=device, **kwargs)
-    from patchsim.victims.lanekeeper import is_lanekeeper_checkpoint, load_lanekeeper
     from patchsim.victims.detector import load_detector
+    from patchsim.victims.lanekeeper import is_lanekeeper_checkpoint, load_lanekeeper
 
     if is_lanekeeper_checkpoint(Path(text)):
         return load_lanekeeper(spec, device=device, **kwargs)

@@ -92,60 +92,59 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
-def _fit_pilotnet(model: PilotNet, views: torch.Tensor, labels: torch.Tensor, epochs: int, cfg: LaneTrainConfig,
-                  gen: torch.Generator) -> float:
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+def _fit(module: torch.nn.Module, n: int, batch: int, epochs: int, lr: float, batch_loss,
+         gen: torch.Generator) -> float:
+    """Adam with a cosine schedule over ``epochs`` shuffled passes; ``batch_loss(indices)`` gives each loss.
+
+    Returns the mean loss of the last epoch.
+    """
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-    target_deg = labels * 35.0  # learn in degrees of wheel angle: a better-scaled regression target
     last = float("nan")
     for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(views), generator=gen)
+        module.train()
+        order = torch.randperm(n, generator=gen)
         total, count = 0.0, 0
-        for i in range(0, len(order), cfg.batch):
-            idx = order[i:i + cfg.batch]
-            x = _augment(views[idx].float() / 255, gen)
-            pred_deg = model.forward_view((x - 0.5) / 0.25) * 35.0
-            loss = F.smooth_l1_loss(pred_deg, target_deg[idx], beta=0.5)
+        for i in range(0, len(order), batch):
+            idx = order[i:i + batch]
+            loss = batch_loss(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             count += len(idx)
         sched.step()
         last = total / max(count, 1)
-    model.eval()
+    module.eval()
     return last
+
+
+def _fit_pilotnet(model: PilotNet, views: torch.Tensor, labels: torch.Tensor, epochs: int, cfg: LaneTrainConfig,
+                  gen: torch.Generator) -> float:
+    target_deg = labels * 35.0  # learn in degrees of wheel angle: a better-scaled regression target
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        x = _augment(views[idx].float() / 255, gen)
+        pred_deg = model.forward_view((x - 0.5) / 0.25) * 35.0
+        return F.smooth_l1_loss(pred_deg, target_deg[idx], beta=0.5)
+
+    return _fit(model, len(views), cfg.batch, epochs, cfg.lr, batch_loss, gen)
 
 
 def _fit_segmenter(model: LaneNetKeeper, views: torch.Tensor, masks: torch.Tensor, cfg: LaneTrainConfig,
                    gen: torch.Generator) -> float:
-    opt = torch.optim.Adam(model.segmenter.parameters(), lr=cfg.lr * 2)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.lanenet_epochs))
     pos_weight = torch.tensor(4.0)
-    last = float("nan")
-    for _ in range(cfg.lanenet_epochs):
-        model.segmenter.train()
-        order = torch.randperm(len(views), generator=gen)
-        total, count = 0.0, 0
-        for i in range(0, len(order), 32):
-            idx = order[i:i + 32]
-            x = _augment(views[idx].float() / 255, gen)
-            target = masks[idx].float() / 255
-            logits = model.segmenter((x - 0.5) / 0.25)
-            bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
-            prob = torch.sigmoid(logits)
-            dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
-            loss = bce + 0.5 * dice
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss) * len(idx)
-            count += len(idx)
-        sched.step()
-        last = total / max(count, 1)
-    model.eval()
-    return last
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        x = _augment(views[idx].float() / 255, gen)
+        target = masks[idx].float() / 255
+        logits = model.segmenter((x - 0.5) / 0.25)
+        bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
+        prob = torch.sigmoid(logits)
+        dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
+        return bce + 0.5 * dice
+
+    return _fit(model.segmenter, len(views), 32, cfg.lanenet_epochs, cfg.lr * 2, batch_loss, gen)
 
 
 def train_lanekeepers(cfg: LaneTrainConfig, out_dir: str | Path, progress: bool = True) -> dict:

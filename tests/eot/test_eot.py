@@ -11,8 +11,18 @@ import torch
 from patchsim.eot import ops
 from patchsim.eot.pipeline import EOT, EOTConfig
 from patchsim.eot.scenes import SceneBank
-from patchsim.eot.transforms import (Blur, Compression, Haze, Lighting, Occlusion, Placement, PrinterError,
-                                     SensorNoise, params_from_json, params_to_json)
+from patchsim.eot.transforms import (
+    Blur,
+    Compression,
+    Haze,
+    Lighting,
+    Occlusion,
+    Placement,
+    PrinterError,
+    SensorNoise,
+    params_from_json,
+    params_to_json,
+)
 
 
 def _bank(n=3, h=160, w=224):
@@ -125,6 +135,19 @@ def test_every_transform_at_once_and_the_clean_twin():
     assert clean.images.shape == adv.images.shape
     far = adv.corners[:, :, 0].max(1).values.long() + 12  # columns right of the slot see the same scene
     assert torch.allclose(adv.images[0, :, :, far[0]:], clean.images[0, :, :, far[0]:], atol=0.08)
+
+
+def test_differentiable_window_gives_the_same_pixels_as_one_full_pass():
+    """With gradients on, only a window around the slot is differentiated; the pixels must not change."""
+    bank = _bank()
+    eot = EOT(_identity_cfg(**STRONG, crop_px=160))
+    params = eot.sample(bank, 3, torch.Generator().manual_seed(11))
+    colours = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        exact = eot.render(colours, torch.ones(1, 24, 24), params, bank).images
+    split = eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), params, bank).images
+    assert split.requires_grad
+    assert torch.allclose(split, exact, atol=1e-5)
 
 
 def test_blur_and_warp_pass_gradcheck():

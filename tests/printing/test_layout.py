@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from patchsim.printing.layout import (PAPER_SIZES_MM, Rect, TilingError, crop_box_px, nice_scale, pack_stickers,
-                                      page_frame, plan_tiles)
+from patchsim.printing.layout import (
+    PAPER_SIZES_MM,
+    Rect,
+    TilingError,
+    crop_box_px,
+    nice_scale,
+    pack_stickers,
+    page_frame,
+    plan_tiles,
+)
 
 
 def test_paper_sizes_and_orientation():

@@ -19,7 +19,14 @@ from patchsim.sim.base import Control, Frame
 from patchsim.sim.carla_backend import CARLA_API, CarlaSimulator, PropSpec
 from patchsim.sim.expert import ExpertDriver
 from patchsim.sim.scenario import (
-    CameraSpec, EgoSpec, PatchSlotSpec, RoadSpec, Scenario, SegmentSpec, SignSpec, VehicleSpec,
+    CameraSpec,
+    EgoSpec,
+    PatchSlotSpec,
+    RoadSpec,
+    Scenario,
+    SegmentSpec,
+    SignSpec,
+    VehicleSpec,
 )
 from tests.fakes import fake_carla
 
@@ -94,7 +101,7 @@ def test_cleanup_runs_when_the_run_raises():
         with sim:
             sim.reset(scenario())
             sim.step(Control(throttle=0.2))
-            1 / 0
+            raise ZeroDivisionError("a failure in the middle of a run")
     assert world.alive() == []
     assert world.settings == fake_carla.WorldSettings()
     assert cm.server.traffic_managers[8000].synchronous is False
@@ -335,7 +342,7 @@ def test_uncovered_sign_gets_a_board_with_its_face():
         assert face.shape == (TEXTURE_PX, TEXTURE_PX, 4)  # 0.60 x 0.75 m face on a 0.75 m square plane
         assert (face[:, :1, :3] == 128).all() and (face[:, -1:, :3] == 128).all()  # grey margins left and right
         assert (face[:, 3:-3, :3].max(-1) < 100).any()  # black lettering on the white face
-    sim2, cm2 = make_sim()
+    _, cm2 = make_sim()
     with CarlaSimulator(client_module=cm2, texture_px=TEXTURE_PX, sign_boards=False) as sim2:
         sim2.reset(scenario())
         assert sim2._episode.boards == {}

@@ -11,7 +11,7 @@ from patchsim.sim.base import Control
 
 
 def _place(sim, sc, distance_m: float):
-    frame = sim.reset(sc)
+    sim.reset(sc)
     sign = sim.layout.signs[0]
     return sim.set_ego_pose(sign.spec.s_m - distance_m - sc.camera.forward_m, 0.0, 0.0, 0.0)
 
