@@ -74,6 +74,11 @@ class Letterbox:
     size_hw: tuple[int, int]  # network input size
 
 
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """float16 outputs are raised to float32 for the losses; float64 stays float64."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def letterbox_params(h: int, w: int, imgsz: int | None, stride: int) -> Letterbox:
     """Ultralytics' minimum-rectangle letterbox: scale the long side to ``imgsz`` (never up when
     ``imgsz`` is None), pad to a multiple of ``stride``, centred."""
@@ -176,13 +181,13 @@ class YoloDetector(torch.nn.Module):
         else:
             dense = y
             xyxy = bool(getattr(head, "xyxy", False))
-        boxes = dense[:, :4].transpose(1, 2).float()
+        boxes = _at_least_fp32(dense[:, :4].transpose(1, 2))
         if not xyxy:
             cxcy, wh = boxes[..., :2], boxes[..., 2:]
             boxes = torch.cat([cxcy - wh / 2, cxcy + wh / 2], -1)
         offset = torch.tensor([lb.pad_left, lb.pad_top, lb.pad_left, lb.pad_top], device=boxes.device)
         boxes = (boxes - offset) / lb.scale
-        scores = dense[:, 4:4 + nc].transpose(1, 2).float()
+        scores = _at_least_fp32(dense[:, 4:4 + nc].transpose(1, 2))
         return RawDetections(boxes, scores)
 
     @torch.no_grad()

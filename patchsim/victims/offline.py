@@ -18,9 +18,19 @@ _ENV = {
 
 def ultralytics() -> ModuleType:
     """The ``ultralytics`` package, imported with the offline switches set."""
+    import torch
+
     for key, value in _ENV.items():
         os.environ.setdefault(key, value)
+    # Ultralytics sets OMP_NUM_THREADS=1 at import when it is unset ("reduced CPU utilization during
+    # training"), which would leave torch, if not yet started, on one thread: keep the user's setting.
+    omp_was_set = "OMP_NUM_THREADS" in os.environ
+    threads = torch.get_num_threads()
     import ultralytics as _ul
+
+    if not omp_was_set:
+        os.environ.pop("OMP_NUM_THREADS", None)
+        torch.set_num_threads(threads)
     from ultralytics.utils import SETTINGS
 
     # no telemetry or hub sync (the settings file is local; nothing here contacts a server)

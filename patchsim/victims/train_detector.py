@@ -36,6 +36,7 @@ class DetectorTrainConfig:
     device: str = param("cpu", help="cpu, cuda or cuda:N")
     time_h: float | None = param(None, unit="h", range=(0.01, 100.0), help="stop after this many hours")
     inference_imgsz: int | None = param(None, range=(64, 4096), help="long side at inference; None = frame size")
+    resume: bool = param(True, help="continue an interrupted run found in the output directory")
 
 
 def model_yaml(nc: int, names: list[str], width: float = MODEL_WIDTH, depth: float = MODEL_DEPTH) -> dict:
@@ -66,6 +67,13 @@ def _patch_trainer() -> None:
 
     trainer_mod.check_amp = lambda model: True  # type: ignore[assignment]
     torch_utils.NUM_THREADS = os.cpu_count() or 1
+
+
+def _finished(results_csv: Path, epochs: int) -> bool:
+    """Whether an Ultralytics run logged its last epoch (a finished run cannot be resumed)."""
+    if not results_csv.is_file():
+        return False
+    return len(results_csv.read_text().strip().splitlines()) - 1 >= epochs
 
 
 def train_detector(cfg: DetectorTrainConfig, out_dir: str | Path) -> dict:
@@ -102,7 +110,12 @@ def train_detector(cfg: DetectorTrainConfig, out_dir: str | Path) -> dict:
     )
     if cfg.time_h:
         args["time"] = cfg.time_h
-    model.train(**args)
+    last = out / "ultralytics" / "weights" / "last.pt"
+    if cfg.resume and last.is_file() and not _finished(out / "ultralytics" / "results.csv", cfg.epochs):
+        # Ultralytics restores model, optimiser, EMA and epoch from its own checkpoint
+        YOLO(str(last)).train(resume=True, workers=cfg.workers)
+    else:
+        model.train(**args)
     seconds = time.perf_counter() - t0
     best = out / "ultralytics" / "weights" / "best.pt"
     trained = YOLO(str(best))

@@ -70,7 +70,7 @@ def test_predict_agrees_with_ultralytics(tmp_path, det):
 def test_letterbox_matches_ultralytics_rule():
     lb = letterbox_params(384, 640, None, 32)
     assert lb.size_hw == (384, 640) and lb.pad_left == lb.pad_top == 0
-    lb = letterbox_params(300, 500, 640, 32)
+    lb = letterbox_params(300, 520, 640, 32)
     assert lb.size_hw[1] == 640 and lb.size_hw[0] % 32 == 0 and lb.pad_top > 0
 
 
