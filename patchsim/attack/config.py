@@ -41,12 +41,15 @@ class AttackConfig:
     checkpoint_every: int = param(25, range=(1, 1_000_000), help="checkpoint period (steps)")
     time_budget_s: float | None = param(None, unit="s", range=(1.0, None), help="stop optimizing after this long")
     target_success: float | None = param(None, range=(0.0, 1.0), help="stop once held-out success reaches this")
+    loss_space: str = param("logit", help="detector losses on hinged logits (logit) or on probabilities (prob)")
     conf_threshold: float = param(0.25, range=(0.0, 1.0), help="detection score threshold for success tests")
     seed: int = param(0, range=(0, 2**31 - 1), help="fixes every sample and initialization")
     device: str = param("cpu", help="cpu, cuda or cuda:N")
     amp: bool = param(True, help="float16 autocast for the victim on CUDA")
 
     def __post_init__(self) -> None:
+        if self.loss_space not in ("logit", "prob"):
+            raise FieldError("loss_space", f"loss_space must be logit or prob, not {self.loss_space!r}")
         if self.goal not in GOALS:
             raise FieldError("goal", f"goal must be one of {', '.join(GOALS)}, not {self.goal!r}")
         if self.goal in ("misclassify", "appear") and not self.target_class:

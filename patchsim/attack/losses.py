@@ -4,8 +4,16 @@ Detector goals act on the candidates near the attacked object (the slot's outlin
 
 - ``vanish`` (hide a class): the highest score of the source class among nearby candidates
   (Thys et al. 2019 use max(objectness x class); YOLOv8 heads have class scores only).
-- ``misclassify`` (e.g. stop -> speed_limit): the source's best nearby score minus the target's.
-- ``appear`` (a phantom object): minus the target's best nearby score.
+- ``misclassify`` (e.g. stop -> speed_limit): push the source's best nearby score down and the
+  target's up.
+- ``appear`` (a phantom object): push the target's best nearby score up.
+
+In ``logit`` space (the default) each term is a hinge on the score's logit,
+``softplus(logit(p) - logit(floor))`` to push a score down and ``softplus(logit(ceil) - logit(p))``
+to push one up: a confidently detected sign (p = 0.99) still gets a full-size gradient, where the
+probability itself (``prob`` space, Thys et al.'s choice) saturates and leaves the optimizer
+working only on the samples that are already nearly won; and a sample already below the floor
+stops pulling.
 
 Lane-keeper goal ``steer``: minus the steering command towards the chosen side.
 """
@@ -31,24 +39,50 @@ def near_candidates(boxes: torch.Tensor, target: torch.Tensor, iou_min: float = 
     return ((iou >= iou_min) | inside).to(boxes.dtype)
 
 
+SCORE_FLOOR = 0.05  # a hidden class's score needs no push below this
+SCORE_CEIL = 0.9  # a wanted class's score needs no push above this
+SPACES = ("logit", "prob")
+
+
 def _best_near(score: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
     return (score * near).amax(-1)
 
 
+def _logit(p: torch.Tensor | float) -> torch.Tensor:
+    p = torch.as_tensor(p).clamp(1e-6, 1 - 1e-6)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def _down(p: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.softplus(_logit(p) - _logit(SCORE_FLOOR).to(p))
+
+
+def _up(p: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.softplus(_logit(SCORE_CEIL).to(p) - _logit(p))
+
+
 def detector_loss(det: YoloDetector, raw: RawDetections, target_boxes: torch.Tensor, goal: str, source_class: str,
-                  target_class: str | None = None) -> torch.Tensor:
-    """(B,) loss per sample; lower is a more successful attack."""
+                  target_class: str | None = None, space: str = "logit") -> torch.Tensor:
+    """(B,) loss per sample; lower is a more successful attack.
+
+    Args:
+        raw: dense outputs, boxes (B, N, 4). target_boxes: (B, 4) the attacked object's box.
+        space: ``logit`` (hinged logits, default) or ``prob`` (raw probabilities).
+    """
+    if space not in SPACES:
+        raise ValueError(f"unknown loss space {space!r}; use one of {', '.join(SPACES)}")
     near = near_candidates(raw.boxes_xyxy.detach(), target_boxes)
+    if goal not in ("vanish", "misclassify", "appear"):
+        raise ValueError(f"unknown detector goal {goal!r}")
+    src = _best_near(det.class_score(raw, source_class), near) if goal != "appear" else None
     if goal == "vanish":
-        return _best_near(det.class_score(raw, source_class), near)
+        return _down(src) if space == "logit" else src
     if target_class is None:
         raise ValueError(f"goal {goal!r} needs a target class")
     tgt = _best_near(det.class_score(raw, target_class), near)
     if goal == "misclassify":
-        return _best_near(det.class_score(raw, source_class), near) - tgt
-    if goal == "appear":
-        return -tgt
-    raise ValueError(f"unknown detector goal {goal!r}")
+        return _down(src) + _up(tgt) if space == "logit" else src - tgt
+    return _up(tgt) if space == "logit" else -tgt
 
 
 def steer_loss(steer: torch.Tensor, direction: str) -> torch.Tensor:

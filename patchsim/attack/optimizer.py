@@ -103,7 +103,8 @@ class Objective:
                 per = steer_loss(self.victim(batch.images).float(), cfg.steer_direction)
             else:
                 raw = self.victim(batch.images)
-                per = detector_loss(self.victim, raw, batch.boxes, cfg.goal, cfg.source_class, cfg.target_class)
+                per = detector_loss(self.victim, raw, batch.boxes, cfg.goal, cfg.source_class, cfg.target_class,
+                                    cfg.loss_space)
         attack = per.float().mean()
         img = patch.image()
         tv = total_variation(img, patch.mask)

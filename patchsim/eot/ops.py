@@ -138,12 +138,15 @@ def gaussian_kernel1d(sigma: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, radius: int = 3) -> torch.Tensor:
-    """Gaussian blur with a per-image ``sigma`` (B,) in pixels (replicate borders), as one grouped convolution."""
+    """Gaussian blur with a per-image ``sigma`` (B,) in pixels (replicate borders).
+
+    Separable: a row then a column pass, each one grouped convolution with per-image kernels.
+    """
     b, c, h, w = images.shape
-    g = gaussian_kernel1d(sigma, radius).to(images.dtype)
-    kernel = (g[:, :, None] * g[:, None, :]).repeat_interleave(c, 0)[:, None]  # (B*C, 1, k, k)
+    g = gaussian_kernel1d(sigma, radius).to(images.dtype).repeat_interleave(c, 0)  # (B*C, k)
     x = F.pad(images.reshape(1, b * c, h, w), (radius,) * 4, mode="replicate")
-    return F.conv2d(x, kernel, groups=b * c).reshape(b, c, h, w)
+    x = F.conv2d(x, g[:, None, None, :], groups=b * c)
+    return F.conv2d(x, g[:, None, :, None], groups=b * c).reshape(b, c, h, w)
 
 
 def blur(images: torch.Tensor, sigma: torch.Tensor, motion_px: torch.Tensor, motion_angle_rad: torch.Tensor,

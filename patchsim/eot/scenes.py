@@ -148,7 +148,13 @@ def build_sim_bank(cfg: SceneConfig, sim=None) -> SceneBank:
                 sim.set_patch(cfg.slot, None)
                 clean = sim.set_ego_pose(s_ego, lat, head, 8.0)
                 truth = clean.slots[cfg.slot]
-                region = clean.labels == lid
+                if placement.spec.kind == "road":
+                    # an empty road slot is hidden, so it has no pixels in the clean label render
+                    sim.set_patch(cfg.slot, grey)
+                    region = sim.observe(labels=True).labels == lid
+                    sim.set_patch(cfg.slot, None)
+                else:
+                    region = clean.labels == lid
                 full = _slot_fully_in_view(truth.corners_px, clean.camera.width_px, clean.camera.height_px)
                 if not truth.in_view or not full or region.sum() < 9:
                     continue

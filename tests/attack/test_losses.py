@@ -1,0 +1,72 @@
+"""Detector attack losses: which candidates count, and the hinged-logit form."""
+
+import pytest
+import torch
+
+from patchsim.attack.losses import SCORE_FLOOR, detector_loss, near_candidates
+from patchsim.victims.detector import RawDetections
+
+
+class _TwoClassDetector:
+    """A stand-in exposing only what the losses read: class scores by canonical name."""
+
+    names = {0: "stop_sign", 1: "speed_limit"}
+
+    def class_score(self, raw: RawDetections, name: str) -> torch.Tensor:
+        return raw.scores[..., 0 if name == "stop_sign" else 1]
+
+
+def _raw(stop: list[float], speed: list[float]) -> RawDetections:
+    boxes = torch.tensor([[[10.0, 10, 20, 20], [12, 12, 22, 22], [100, 100, 110, 110]]])
+    scores = torch.stack([torch.tensor([stop]), torch.tensor([speed])], -1).requires_grad_(True)
+    return RawDetections(boxes, scores)
+
+
+TARGET = torch.tensor([[10.0, 10, 20, 20]])
+
+
+def test_only_candidates_on_the_object_count():
+    near = near_candidates(_raw([0.1] * 3, [0.1] * 3).boxes_xyxy, TARGET)
+    assert near.tolist() == [[1.0, 1.0, 0.0]]
+    # a confident candidate far from the sign does not enter the loss
+    far_only = detector_loss(_TwoClassDetector(), _raw([0.01, 0.01, 0.99], [0, 0, 0]), TARGET, "vanish", "stop_sign")
+    assert far_only.item() < 0.25
+
+
+def test_logit_vanish_does_not_saturate_on_confident_detections():
+    det = _TwoClassDetector()
+    grads = {}
+    for space in ("logit", "prob"):
+        raw = _raw([0.995, 0.5, 0.1], [0.0] * 3)
+        detector_loss(det, raw, TARGET, "vanish", "stop_sign", space=space).sum().backward()
+        grads[space] = raw.scores.grad[0, 0, 0].item()
+    assert grads["prob"] == pytest.approx(1.0)
+    # d softplus(logit(p) - c)/dp = sigmoid(.) / (p (1 - p)): large where the probability is flat
+    assert grads["logit"] > 50
+
+
+def test_logit_hinge_stops_pulling_below_the_floor():
+    det = _TwoClassDetector()
+    low = detector_loss(det, _raw([SCORE_FLOOR / 20, 0.0, 0.0], [0.0] * 3), TARGET, "vanish", "stop_sign")
+    high = detector_loss(det, _raw([0.9, 0.0, 0.0], [0.0] * 3), TARGET, "vanish", "stop_sign")
+    assert low.item() < 0.06 < 2.0 < high.item()
+
+
+def test_misclassify_pushes_source_down_and_target_up():
+    det = _TwoClassDetector()
+    raw = _raw([0.8, 0.1, 0.0], [0.2, 0.1, 0.0])
+    detector_loss(det, raw, TARGET, "misclassify", "stop_sign", "speed_limit").sum().backward()
+    assert raw.scores.grad[0, 0, 0] > 0 > raw.scores.grad[0, 0, 1]  # descent lowers stop, raises speed limit
+    won = detector_loss(det, _raw([0.001, 0.0, 0.0], [0.99, 0.0, 0.0]), TARGET, "misclassify", "stop_sign",
+                        "speed_limit")
+    assert won.item() < 0.25
+
+
+def test_bad_goal_and_space_are_refused():
+    det = _TwoClassDetector()
+    with pytest.raises(ValueError, match="unknown loss space 'linear'"):
+        detector_loss(det, _raw([0.5] * 3, [0.5] * 3), TARGET, "vanish", "stop_sign", space="linear")
+    with pytest.raises(ValueError, match="needs a target class"):
+        detector_loss(det, _raw([0.5] * 3, [0.5] * 3), TARGET, "misclassify", "stop_sign")
+    with pytest.raises(ValueError, match="unknown detector goal"):
+        detector_loss(det, _raw([0.5] * 3, [0.5] * 3), TARGET, "hide", "stop_sign")
