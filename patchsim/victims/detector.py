@@ -241,7 +241,8 @@ def save_detector_checkpoint(path: str | Path, model: torch.nn.Module, names: di
 
     ckpt = {
         "format": PATCHSIM_DETECTOR_FORMAT,
-        "yaml": dict(model.yaml),
+        # the architecture without Ultralytics' note of where its YAML file lay on the training machine
+        "yaml": {k: v for k, v in dict(model.yaml).items() if k != "yaml_file"},
         "names": {int(k): str(v) for k, v in names.items()},
         "state_dict": {k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype)
                        for k, v in model.state_dict().items()},
