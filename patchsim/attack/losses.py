@@ -71,18 +71,18 @@ def detector_loss(det: YoloDetector, raw: RawDetections, target_boxes: torch.Ten
     """
     if space not in SPACES:
         raise ValueError(f"unknown loss space {space!r}; use one of {', '.join(SPACES)}")
-    near = near_candidates(raw.boxes_xyxy.detach(), target_boxes)
     if goal not in ("vanish", "misclassify", "appear"):
         raise ValueError(f"unknown detector goal {goal!r}")
-    src = _best_near(det.class_score(raw, source_class), near) if goal != "appear" else None
-    if goal == "vanish":
-        return _down(src) if space == "logit" else src
-    if target_class is None:
+    if goal != "vanish" and target_class is None:
         raise ValueError(f"goal {goal!r} needs a target class")
-    tgt = _best_near(det.class_score(raw, target_class), near)
-    if goal == "misclassify":
-        return _down(src) + _up(tgt) if space == "logit" else src - tgt
-    return _up(tgt) if space == "logit" else -tgt
+    down, up = (_down, _up) if space == "logit" else (lambda p: p, lambda p: -p)
+    near = near_candidates(raw.boxes_xyxy.detach(), target_boxes)
+    loss = torch.zeros(raw.scores.shape[0], dtype=raw.scores.dtype, device=raw.scores.device)
+    if goal in ("vanish", "misclassify"):
+        loss = loss + down(_best_near(det.class_score(raw, source_class), near))
+    if goal in ("misclassify", "appear"):
+        loss = loss + up(_best_near(det.class_score(raw, target_class), near))
+    return loss
 
 
 def steer_loss(steer: torch.Tensor, direction: str) -> torch.Tensor:

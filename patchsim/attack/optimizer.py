@@ -197,7 +197,7 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
     else:
         if cfg.patch.mask == "stickers":
             positions = cfg.patch.sticker_positions_m or _search_sticker_positions(cfg, patch, objective, bank)
-            state["positions"] = [[float(v) for v in p] for p in positions]
+            state["positions"] = [list(p) for p in positions]
             patch.set_mask(patch.sticker_mask(positions))
         elif cfg.patch.mask == "file":
             patch.set_mask(_read_mask(cfg.patch.mask_file, patch.hw, cfg.device))
@@ -226,7 +226,7 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
             g["lr"] = lr_at(step)
         parts = attack_step(objective, patch, opt, bank, eot.sample(bank, cfg.batch, _step_generator(cfg.seed, step)))
         state["step"] = step + 1
-        state["history"].append({"step": step + 1, **{k: round(float(v), 5) for k, v in parts.items()}})
+        state["history"].append({"step": step + 1, **{k: round(v, 5) for k, v in parts.items()}})
         if writer:
             for k, v in parts.items():
                 writer.add_scalar(f"train/{k}", v, step + 1)
@@ -234,7 +234,7 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
             t_eval = time.perf_counter()
             res = heldout_eval(patch.image().detach(), select_params, clean_cache)
             state["eval_s"] += time.perf_counter() - t_eval
-            score = float(res.success_rate)
+            score = res.success_rate
             optimize_s = elapsed0 + time.perf_counter() - t_loop - state["eval_s"]
             state["evals"].append({"step": step + 1, "heldout_success_rate": round(score, 4),
                                    "optimize_s": round(optimize_s, 2)})

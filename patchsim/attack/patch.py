@@ -200,7 +200,7 @@ def place_stickers(saliency: torch.Tensor, patch: Patch, count: int, size_m: tup
         s = np.where(ok, score, -np.inf)
         y, x = np.unravel_index(int(np.argmax(s)), s.shape)
         taken[y:y + kh, x:x + kw] = True
-        chosen.append((x / ppm_x, y / ppm_y))
+        chosen.append((float(x / ppm_x), float(y / ppm_y)))  # plain floats: they go into checkpoints
     return chosen
 
 

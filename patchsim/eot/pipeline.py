@@ -114,8 +114,7 @@ class EOT:
         size = int(params["crop"]["size"][0])
         origin = params["crop"]["origin"].to(device)
         if size:
-            cut = [(int(k), int(o[1]), int(o[0])) for k, o in zip(scene, origin)]
-            imgs = torch.stack([bank.images[k, :, y:y + size, x:x + size] for k, y, x in cut])
+            imgs = _cut(bank.images, scene, origin, size, size)
             out_hw = (size, size)
         else:
             imgs = bank.images[scene]
@@ -140,7 +139,8 @@ class EOT:
         noise = self.cfg.noise.noise(params["noise"], (3, out_h, out_w), device)
         roi = _roi(corners, out_hw)
         warped = ops.warp_patch(layers, H, roi.origin.float(), (roi.h, roi.w))
-        shade = _shade_windows(bank, scene, origin, roi).to(device).float()  # light on the slot, window only
+        # light on the slot, window only, read straight from the bank's frames
+        shade = _cut(bank.shade, scene, origin + roi.origin, roi.h, roi.w).to(device).float()
         if not (torch.is_grad_enabled() and layers.requires_grad) or roi.area > 0.4 * out_h * out_w \
                 or not roi.aligned:
             # nothing to differentiate, the slot fills much of the frame, or the window cannot align
@@ -201,19 +201,15 @@ def _roi(corners: torch.Tensor, frame_hw: tuple[int, int]) -> _Roi:
     return _Roi(start, size_h, size_w, aligned=bool((start % 8 == 0).all()))
 
 
-def _shade_windows(bank: SceneBank, scene: torch.Tensor, crop_origin: torch.Tensor, roi: _Roi) -> torch.Tensor:
-    """(B, 3, S, S) shading of each sample's window, read straight from the bank's frames."""
-    out = []
-    for k, c, o in zip(scene.tolist(), crop_origin.tolist(), roi.origin.tolist()):
-        y, x = c[1] + o[1], c[0] + o[0]
-        out.append(bank.shade[k, :, y:y + roi.h, x:x + roi.w])
-    return torch.stack(out)
+def _cut(source: torch.Tensor, index, origin: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, C, h, w): ``source[index[i], :, y:y + h, x:x + w]`` for each sample, ``origin`` (B, 2) as (x, y)."""
+    index = index.tolist() if torch.is_tensor(index) else list(index)
+    return torch.stack([source[k, :, y:y + h, x:x + w] for k, (x, y) in zip(index, origin.tolist())])
 
 
 def _window(x: torch.Tensor, roi: _Roi) -> torch.Tensor:
     """(B, C, h, w) windows of (B, C, H, W) at each sample's origin."""
-    return torch.stack([x[i, :, int(o[1]):int(o[1]) + roi.h, int(o[0]):int(o[0]) + roi.w]
-                        for i, o in enumerate(roi.origin)])
+    return _cut(x, range(x.shape[0]), roi.origin, roi.h, roi.w)
 
 
 def _paste(frame: torch.Tensor, win: torch.Tensor, origin: torch.Tensor, inner: int = 0) -> torch.Tensor:
