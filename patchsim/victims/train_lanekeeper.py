@@ -35,6 +35,8 @@ class LaneTrainConfig:
     lanenet_epochs: int = param(8, range=(1, 1000), help="segmenter epochs")
     batch: int = param(64, range=(1, 4096), help="batch size")
     lr: float = param(1e-3, range=(1e-6, 1.0), help="Adam learning rate")
+    shadow_probability: float = param(0.5, range=(0.0, 1.0),
+                                      help="share of PilotNet training views given a random cast shadow")
     train_pilotnet: bool = param(True, help="train PilotNet")
     train_lanenet: bool = param(True, help="train the LaneNet segmenter")
 
@@ -80,8 +82,36 @@ def _collect(cfg: LaneDataConfig, pilot: PilotNet, lanenet: LaneNetKeeper, buf: 
     return n
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Brightness, contrast and noise jitter on a batch in [0, 1]."""
+def cast_shadows(x: torch.Tensor, probability: float, gen: torch.Generator) -> torch.Tensor:
+    """Darken a random straight-edged region of some views, as a building's or tree line's shadow does.
+
+    x: (B, 3, H, W) in [0, 1]. With ``probability`` a view gets a shadow: the intersection of one or
+    two random half-planes (a half-plane, a wedge or a band, so the shadow's edges cross the road at
+    any angle like the lane's own edges do), darkened by a factor in [0.3, 0.75] and tinted slightly
+    blue (shade is lit by the sky). Returns a new tensor; the others are unchanged.
+    """
+    b, _, h, w = x.shape
+    if probability <= 0:
+        return x
+    ys = torch.linspace(0, 1, h).view(1, h, 1)
+    xs = torch.linspace(0, 1, w).view(1, 1, w)
+    inside = torch.ones(b, h, w, dtype=torch.bool)
+    second = torch.rand(b, generator=gen) < 0.5
+    for k in range(2):
+        px, py = torch.rand(b, 1, 1, generator=gen), torch.rand(b, 1, 1, generator=gen)
+        angle = torch.rand(b, 1, 1, generator=gen) * 2 * torch.pi
+        half = (xs - px) * torch.cos(angle) + (ys - py) * torch.sin(angle) > 0
+        inside &= half if k == 0 else (half | ~second.view(b, 1, 1))
+    on = (torch.rand(b, generator=gen) < probability).view(b, 1, 1, 1)
+    dark = 0.3 + 0.45 * torch.rand(b, 1, 1, 1, generator=gen)
+    tint = torch.tensor([0.95, 1.0, 1.08]).view(1, 3, 1, 1)
+    factor = torch.where(inside[:, None] & on, dark * tint, torch.ones(()))
+    return (x * factor).clamp(0, 1)
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator, shadow_probability: float = 0.0) -> torch.Tensor:
+    """Cast shadows (optional), brightness, contrast and noise jitter on a batch in [0, 1]."""
+    x = cast_shadows(x, shadow_probability, gen)
     b = x.shape[0]
     gain = 1 + (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.5
     bias = (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.16
@@ -124,7 +154,7 @@ def _fit_pilotnet(model: PilotNet, views: torch.Tensor, labels: torch.Tensor, ep
     target_deg = labels * 35.0  # learn in degrees of wheel angle: a better-scaled regression target
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-        x = _augment(views[idx].float() / 255, gen)
+        x = _augment(views[idx].float() / 255, gen, cfg.shadow_probability)
         pred_deg = model.forward_view((x - 0.5) / 0.25) * 35.0
         return F.smooth_l1_loss(pred_deg, target_deg[idx], beta=0.5)
 
@@ -152,21 +182,24 @@ def train_lanekeepers(cfg: LaneTrainConfig, out_dir: str | Path, progress: bool 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
     pilot, lanenet = PilotNet(), LaneNetKeeper()
+    # One generator per network, so training either alone gives the same weights as training both.
+    seg_gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
     buf = _Buffers()
     t0 = time.perf_counter()
     log: dict = {"rounds": []}
     n0 = _collect(cfg.data, pilot, lanenet, buf, with_masks=cfg.train_lanenet)
     log["frames_initial"] = n0
     if cfg.train_lanenet:
-        seg_loss = _fit_segmenter(lanenet, torch.cat(buf.seg_views), torch.cat(buf.seg_masks), cfg, gen)
+        seg_loss = _fit_segmenter(lanenet, torch.cat(buf.seg_views), torch.cat(buf.seg_masks), cfg, seg_gen)
         log["lanenet_final_loss"] = round(seg_loss, 5)
         buf.seg_views.clear()
         buf.seg_masks.clear()
         save_lanekeeper_checkpoint(out / "lanekeeper_lanenet.pt", lanenet, {
             "train_config": to_dict(cfg), "final_loss": seg_loss, "frames": n0})
     if cfg.train_pilotnet:
+        torch.manual_seed(cfg.seed + 1)
         loss = _fit_pilotnet(pilot, torch.cat(buf.pilot_views), torch.cat(buf.labels), cfg.pilotnet_epochs, cfg, gen)
         log["rounds"].append({"round": 0, "frames": n0, "loss": round(loss, 5)})
 

@@ -41,3 +41,16 @@ def test_wrong_inputs_and_files(tmp_path):
     torch.save({"format": "something-else"}, bad)
     with pytest.raises(CheckpointError, match="not a patchsim lane-keeper"):
         load_lanekeeper(bad)
+
+
+def test_cast_shadow_augmentation_darkens_part_of_some_views_only():
+    from patchsim.victims.train_lanekeeper import cast_shadows
+
+    x = torch.full((64, 3, 66, 200), 0.6)
+    assert torch.equal(cast_shadows(x, 0.0, torch.Generator().manual_seed(0)), x)
+    y = cast_shadows(x, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(y, cast_shadows(x, 0.5, torch.Generator().manual_seed(0)))  # seeded
+    shaded = (y < 0.59).flatten(1).float().mean(1)  # share of darkened values per view
+    assert 0.2 < float((shaded > 0).float().mean()) < 0.8  # about half the views get a shadow
+    assert float(shaded.max()) < 1.0  # a shadow covers part of a view, never all of it
+    assert float(y.min()) >= 0.6 * 0.3 * 0.95 - 1e-6 and float(y.max()) <= 0.6 * 1.08 + 1e-6
