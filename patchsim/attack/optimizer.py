@@ -161,7 +161,8 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
     palette = torch.as_tensor(profile.palette, dtype=torch.float32, device=cfg.device)
     eot = EOT(cfg.eot, profile)
     slot = SlotInfo(cfg.scenes.slot, bank.slot_kind, bank.slot_size_m, bank.sign_kind)
-    patch = Patch(slot, cfg.patch, device=cfg.device, generator=torch.Generator().manual_seed(cfg.seed))
+    patch = Patch(slot, cfg.patch, device=cfg.device, generator=torch.Generator().manual_seed(cfg.seed),
+                  target_kind=cfg.target_class)
     objective = Objective(cfg, victim, eot, palette)
 
     # held-out frames split in two: even frames choose the best patch, odd frames report its metrics,

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from patchsim.config import FieldError, param
+from patchsim.sim.scenario import SIGN_KINDS
 from patchsim.sim.textures import face_outline, sign_face
 
 
@@ -35,15 +36,16 @@ class PatchConfig:
     max_coverage: float = param(0.25, range=(0.01, 1.0), help="largest share of the face the mask may cover")
     pixels_per_m: float = param(128.0, unit="px/m", range=(16.0, 4000.0), help="optimization resolution")
     print_dpi: float = param(150.0, unit="dpi", range=(10.0, 2400.0), help="resolution of the printable patch.png")
-    init: str = param("base", help="base (the sign as it is), grey, or random")
+    init: str = param("base", help="base (the sign as it is), target (the face of the attack's target sign "
+                                   "kind, stretched over the slot), grey, or random")
 
     def __post_init__(self) -> None:
         if self.mask not in ("full", "stickers", "file"):
             raise FieldError("mask", f"mask must be full, stickers or file, not {self.mask!r}")
         if self.mask == "file" and not self.mask_file:
             raise FieldError("mask_file", "mask: file needs mask_file")
-        if self.init not in ("base", "grey", "random"):
-            raise FieldError("init", f"init must be base, grey or random, not {self.init!r}")
+        if self.init not in ("base", "target", "grey", "random"):
+            raise FieldError("init", f"init must be base, target, grey or random, not {self.init!r}")
 
 
 @dataclass
@@ -85,7 +87,8 @@ class Patch:
     """
 
     def __init__(self, slot: SlotInfo, cfg: PatchConfig, device: str | torch.device = "cpu",
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, target_kind: str | None = None):
+        """``target_kind``: the sign kind ``init: target`` paints (a misclassification attack's target)."""
         self.slot = slot
         self.cfg = cfg
         w_m, h_m = slot.size_m
@@ -101,6 +104,13 @@ class Patch:
         self.mask = self.outline.clone()
         if cfg.init == "base":
             init = self.base.clone()
+        elif cfg.init == "target":
+            if target_kind not in SIGN_KINDS:
+                raise FieldError("patch.init", f"init: target needs a sign kind to paint ({', '.join(SIGN_KINDS)}), "
+                                               f"got target class {target_kind!r}")
+            face = sign_face(target_kind, 256, slot.speed_limit_mph)[..., :3]
+            init = torch.from_numpy(cv2.resize(face, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255)
+            init = init.permute(2, 0, 1).contiguous().to(device)
         elif cfg.init == "grey":
             init = torch.full((3, h, w), 0.5, device=device)
         else:

@@ -38,3 +38,20 @@ def test_regularizers():
     on_palette = palette[:4].T.reshape(3, 2, 2)
     assert non_printability(on_palette, palette) < 1e-3
     assert non_printability(torch.zeros(3, 2, 2), palette) > 0.05  # pure black is outside the printer's gamut
+
+
+def test_target_init_paints_the_target_sign_and_needs_a_sign_kind():
+    import pytest
+
+    from patchsim.config import FieldError
+
+    p = Patch(STOP, PatchConfig(mask="full", init="target"), target_kind="speed_limit")
+    c = p.colours.detach()
+    red = c[0] - c[1:].mean(0)
+    assert float(red.max()) < 0.2  # no stop-sign red left
+    assert float(c.mean()) > 0.6 and float(c.min()) < 0.2  # a white face with a black legend
+    assert float((p.base[0] - p.base[1:].mean(0)).max()) > 0.5  # while the base is the red stop face
+    with pytest.raises(FieldError, match="init: target needs a sign kind"):
+        Patch(STOP, PatchConfig(mask="full", init="target"), target_kind="vehicle")
+    with pytest.raises(FieldError, match="init must be"):
+        PatchConfig(init="speed_limit")
