@@ -140,13 +140,15 @@ def gaussian_kernel1d(sigma: torch.Tensor, radius: int) -> torch.Tensor:
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, radius: int = 3) -> torch.Tensor:
     """Gaussian blur with a per-image ``sigma`` (B,) in pixels (replicate borders).
 
-    Separable: a row then a column pass, each one grouped convolution with per-image kernels.
+    Separable: a row then a column pass, each one grouped convolution with per-image kernels. The
+    padded input is laid out channels-last, where depthwise convolution runs about twice as fast
+    on the CPU; the result comes back in the usual contiguous layout.
     """
     b, c, h, w = images.shape
     g = gaussian_kernel1d(sigma, radius).to(images.dtype).repeat_interleave(c, 0)  # (B*C, k)
     x = F.pad(images.reshape(1, b * c, h, w), (radius,) * 4, mode="replicate")
-    x = F.conv2d(x, g[:, None, None, :], groups=b * c)
-    return F.conv2d(x, g[:, None, :, None], groups=b * c).reshape(b, c, h, w)
+    x = F.conv2d(x.contiguous(memory_format=torch.channels_last), g[:, None, None, :], groups=b * c)
+    return F.conv2d(x, g[:, None, :, None], groups=b * c).reshape(b, c, h, w).contiguous()
 
 
 def blur(images: torch.Tensor, sigma: torch.Tensor, motion_px: torch.Tensor, motion_angle_rad: torch.Tensor,

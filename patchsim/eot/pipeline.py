@@ -119,7 +119,7 @@ class EOT:
         else:
             imgs = bank.images[scene]
             out_hw = (h, w)
-        images = imgs.to(device).float() / 255.0
+        images = imgs.to(device=device, dtype=torch.float32).div_(255.0)
         corners = params["placement"]["corners"].to(device) - origin[:, None, :].float()
         slot_hw = mask.shape[-2:] if mask is not None else (64, int(64 * bank.slot_size_m[0] / bank.slot_size_m[1]))
         H = ops.quad_homography((slot_hw[1], slot_hw[0]), corners)

@@ -123,8 +123,8 @@ class Lighting:
         if mean is None:
             mean = (x.mean(dim=(2, 3)) * gain).mean(1)
         c = p["contrast"].to(x)
-        # ((x g - m) c + m) as one affine map per channel
-        x = x * (gain * c[:, None])[..., None, None] + (mean.to(x) * (1 - c))[:, None, None, None]
+        # ((x g - m) c + m) as one affine map per channel, in one fused pass
+        x = torch.addcmul((mean.to(x) * (1 - c))[:, None, None, None], x, (gain * c[:, None])[..., None, None])
         return x.clamp(1e-4, 1) ** v(p["gamma"])
 
     def pivot(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -149,7 +149,7 @@ class Haze:
 
     def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         t = p["transmission"].to(x)[:, None, None, None]
-        return x * t + p["airlight"].to(x)[..., None, None] * (1 - t)
+        return torch.addcmul(p["airlight"].to(x)[..., None, None] * (1 - t), x, t)
 
 
 @dataclass
@@ -166,14 +166,18 @@ class Blur:
                 "motion_angle": _uniform(gen, b, (0.0, math.pi))}
 
     def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-        x = ops.gaussian_blur(x, p["sigma"].to(x))
-        moving = (p["motion_px"] > 0).nonzero().flatten().tolist()
-        if not moving:
-            return x
-        idx = torch.tensor(moving, device=x.device)
-        blurred = ops.blur(x[idx], torch.zeros(len(moving), dtype=x.dtype, device=x.device),
-                           p["motion_px"].to(x)[idx], p["motion_angle"].to(x)[idx])
-        return x.index_copy(0, idx, blurred)
+        """Still samples get the separable defocus blur; moving ones one kernel of defocus and motion."""
+        moving = p["motion_px"] > 0
+        if not bool(moving.any()):
+            return ops.gaussian_blur(x, p["sigma"].to(x))
+        move = moving.nonzero().flatten().to(x.device)
+        blurred = ops.blur(x[move], p["sigma"].to(x)[move], p["motion_px"].to(x)[move], p["motion_angle"].to(x)[move])
+        if bool(moving.all()):
+            return blurred
+        still = (~moving).nonzero().flatten().to(x.device)
+        out = torch.empty_like(x)
+        out.index_copy_(0, still, ops.gaussian_blur(x[still], p["sigma"].to(x)[still]))
+        return out.index_copy_(0, move, blurred)
 
 
 NOISE_TILE_PX = 1024
@@ -217,7 +221,7 @@ class SensorNoise:
         """``noise`` (from :meth:`noise`, possibly a window of it) is taken here when not given."""
         if noise is None:
             noise = self.noise(p, tuple(x.shape[1:]), x.device)
-        return x + noise.to(x) * p["std"].to(x)[:, None, None, None]
+        return torch.addcmul(x, noise.to(x), p["std"].to(x)[:, None, None, None])
 
 
 @dataclass

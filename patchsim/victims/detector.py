@@ -107,6 +107,8 @@ class YoloDetector(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, names: dict[int, str], imgsz: int | None = None, source: str = ""):
         super().__init__()
         self.model = model.eval()
+        if hasattr(model, "fuse"):  # batch norms folded into the convolutions, as Ultralytics deploys them
+            model.fuse(verbose=False)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.names = {int(k): str(v) for k, v in names.items()}
