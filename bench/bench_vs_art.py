@@ -120,7 +120,9 @@ def main() -> None:
     ours_rate = state["step"] / (state["elapsed_s"] - state["eval_s"])
     del t0
 
-    # ---- ART, on the same frames and victim
+    # ---- ART, on the same frames and victim; its own transforms draw from the global generators
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
     det = load_detector(cfg.victim)
     bank, heldout_bank = _banks(cfg, ours_dir)
     x, y, quads = art_windows(bank)
