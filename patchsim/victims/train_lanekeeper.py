@@ -88,7 +88,8 @@ def cast_shadows(x: torch.Tensor, probability: float, gen: torch.Generator) -> t
     x: (B, 3, H, W) in [0, 1]. With ``probability`` a view gets a shadow: the intersection of one or
     two random half-planes (a half-plane, a wedge or a band, so the shadow's edges cross the road at
     any angle like the lane's own edges do), darkened by a factor in [0.3, 0.75] and tinted slightly
-    blue (shade is lit by the sky). Returns a new tensor; the others are unchanged.
+    blue (shade is lit by the sky). Views without a shadow keep their values. The random draws come
+    from ``gen`` (a CPU generator) whatever device ``x`` is on.
     """
     b, _, h, w = x.shape
     if probability <= 0:
@@ -106,7 +107,7 @@ def cast_shadows(x: torch.Tensor, probability: float, gen: torch.Generator) -> t
     dark = 0.3 + 0.45 * torch.rand(b, 1, 1, 1, generator=gen)
     tint = torch.tensor([0.95, 1.0, 1.08]).view(1, 3, 1, 1)
     factor = torch.where(inside[:, None] & on, dark * tint, torch.ones(()))
-    return (x * factor).clamp(0, 1)
+    return (x * factor.to(x)).clamp(0, 1)
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator, shadow_probability: float = 0.0) -> torch.Tensor:
