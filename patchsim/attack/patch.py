@@ -74,6 +74,13 @@ def raster_polygon(poly_uv: np.ndarray, hw: tuple[int, int], supersample: int = 
     return cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 
 
+def face_colours(kind: str, hw: tuple[int, int], speed_limit_mph: int = 35) -> torch.Tensor:
+    """(3, H, W) colours in [0, 1] of a sign face's texture, stretched over its bounding rectangle."""
+    face = sign_face(kind, 256, speed_limit_mph)[..., :3]
+    img = cv2.resize(face, (hw[1], hw[0]), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    return torch.from_numpy(img).permute(2, 0, 1).contiguous()
+
+
 class Patch:
     """Patch colours and mask on a slot.
 
@@ -96,11 +103,9 @@ class Patch:
         h, w = self.hw
         self.outline = torch.from_numpy(raster_polygon(slot.outline_uv(), self.hw))[None].to(device)
         if slot.kind == "sign_face" and slot.sign_kind:
-            face = sign_face(slot.sign_kind, 256, slot.speed_limit_mph)[..., :3]
-            base = cv2.resize(face, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+            self.base = face_colours(slot.sign_kind, self.hw, slot.speed_limit_mph).to(device)
         else:
-            base = np.full((h, w, 3), 0.33, np.float32)
-        self.base = torch.from_numpy(base).permute(2, 0, 1).contiguous().to(device)
+            self.base = torch.full((3, h, w), 0.33, device=device)
         self.mask = self.outline.clone()
         if cfg.init == "base":
             init = self.base.clone()
@@ -108,9 +113,7 @@ class Patch:
             if target_kind not in SIGN_KINDS:
                 raise FieldError("patch.init", f"init: target needs a sign kind to paint ({', '.join(SIGN_KINDS)}), "
                                                f"got target class {target_kind!r}")
-            face = sign_face(target_kind, 256, slot.speed_limit_mph)[..., :3]
-            init = torch.from_numpy(cv2.resize(face, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255)
-            init = init.permute(2, 0, 1).contiguous().to(device)
+            init = face_colours(target_kind, self.hw, slot.speed_limit_mph).to(device)
         elif cfg.init == "grey":
             init = torch.full((3, h, w), 0.5, device=device)
         else:
