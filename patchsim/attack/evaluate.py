@@ -46,6 +46,7 @@ class HeldoutResult:
         if self.clean_steer_deg is not None:
             change = self.adv_steer_deg - self.clean_steer_deg
             out["mean_steer_change_deg"] = round(float(change.mean()), 3)
+            out["steer_change_std_deg"] = round(float(change.std()), 3)
             out["clean_steer_std_deg"] = round(float(self.clean_steer_deg.std()), 3)
             out["clean_steer_mean_deg"] = round(float(self.clean_steer_deg.mean()), 3)
         return out

@@ -13,8 +13,9 @@ Run directory (everything needed to repeat the result)::
     failures.json          held-out conditions where the patch failed (replay them)
     curves.png, tb/        loss and held-out success curves; TensorBoard logs
 
-Each step's EOT samples come from a generator seeded with (seed, step), and checkpoints hold
-every piece of state, so a resumed run ends with the same patch as an uninterrupted one.
+Each step's EOT samples come from a generator seeded with (seed, step) (and, when backgrounds are
+reused, from a pool seeded with (seed, pool number)), and checkpoints hold every piece of state, so
+a resumed run ends with the same patch as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ import yaml
 from patchsim.attack.config import AttackConfig
 from patchsim.attack.evaluate import evaluate_heldout
 from patchsim.attack.losses import detector_loss, steer_loss
-from patchsim.attack.patch import Patch, SlotInfo, place_stickers, total_variation
+from patchsim.attack.patch import Patch, SlotInfo, place_grid_stickers, place_stickers, total_variation
 from patchsim.config import to_dict
-from patchsim.eot.pipeline import EOT
+from patchsim.eot.pipeline import EOT, Background
+from patchsim.eot.pool import BackgroundPool
 from patchsim.eot.printer import load_profile, non_printability
 from patchsim.eot.scenes import SceneBank, build_sim_bank, load_photo_bank
 from patchsim.eot.transforms import params_to_json, select
@@ -95,9 +97,10 @@ class Objective:
     def __init__(self, cfg: AttackConfig, victim, eot: EOT, palette: torch.Tensor):
         self.cfg, self.victim, self.eot, self.palette = cfg, victim, eot, palette
 
-    def __call__(self, patch: Patch, bank: SceneBank, params: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, patch: Patch, bank: SceneBank, params: dict,
+                 background: Background | None = None) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
-        batch = self.eot.render(patch.image(), patch.mask, params, bank, device=cfg.device)
+        batch = self.eot.render(patch.image(), patch.mask, params, bank, device=cfg.device, background=background)
         with _autocast(cfg):
             if cfg.is_steer:
                 per = steer_loss(self.victim(batch.images).float(), cfg.steer_direction)
@@ -118,9 +121,10 @@ class Objective:
 
 
 def attack_step(objective: Objective, patch: Patch, opt: torch.optim.Optimizer, bank: SceneBank,
-                params: dict) -> dict:
-    """One optimization step on one EOT batch; the colours stay in [0, 1]. Returns the loss parts."""
-    loss, parts = objective(patch, bank, params)
+                params: dict, background: Background | None = None) -> dict:
+    """One optimization step on one EOT batch (``background``: its clean frames, when reused); the colours
+    stay in [0, 1]. Returns the loss parts."""
+    loss, parts = objective(patch, bank, params, background)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -216,6 +220,10 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
             torch.save({"colours": patch.colours.detach().clone(), "mask": patch.mask.detach().clone(),
                         "optimizer": opt.state_dict(), "state": state}, tmp)
 
+    pool = None
+    if cfg.eot.background_reuse > 1:
+        pool = BackgroundPool(eot, bank, max(cfg.eot.background_pool, cfg.batch), cfg.eot.background_reuse, cfg.batch,
+                              cfg.seed, cfg.device)
     writer = _tensorboard(out)
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=cfg.name, disable=not progress, leave=False)
     elapsed0 = state["elapsed_s"]
@@ -225,7 +233,12 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
         step = state["step"]
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        parts = attack_step(objective, patch, opt, bank, eot.sample(bank, cfg.batch, _step_generator(cfg.seed, step)))
+        gen = _step_generator(cfg.seed, step)
+        if pool is not None:
+            params, background = pool.draw(step, gen)
+        else:
+            params, background = eot.sample(bank, cfg.batch, gen), None
+        parts = attack_step(objective, patch, opt, bank, params, background)
         state["step"] = step + 1
         state["history"].append({"step": step + 1, **{k: round(v, 5) for k, v in parts.items()}})
         if writer:
@@ -278,8 +291,10 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
 
 
 def _search_sticker_positions(cfg: AttackConfig, patch: Patch, objective: Objective,
-                              bank: SceneBank) -> list[tuple[float, float]]:
-    """RP2-style: optimize a poster briefly, then put the stickers where the gradient was largest."""
+                              bank: SceneBank) -> list[tuple[float, ...]]:
+    """RP2-style: optimize a poster briefly, then put the stickers where the gradient was largest.
+
+    Returns top-left corners (x, y) (free layout) or rectangles (x, y, w, h) (grid layout), in metres."""
     colours = patch.colours.detach().clone()
     opt = torch.optim.Adam([patch.colours], lr=cfg.lr)
     saliency = torch.zeros(patch.hw, device=patch.colours.device)
@@ -297,6 +312,8 @@ def _search_sticker_positions(cfg: AttackConfig, patch: Patch, objective: Object
     else:  # reward where the poster moved far from the sign as well as where the gradient was strong
         saliency = saliency / saliency.max().clamp(min=1e-12) + (patch.image() - colours).abs().sum(0).detach()
     patch.colours.data.copy_(colours)
+    if cfg.patch.sticker_layout == "grid":
+        return place_grid_stickers(saliency, patch, cfg.patch.sticker_size_m, cfg.patch.max_coverage)
     return place_stickers(saliency, patch, cfg.patch.stickers, cfg.patch.sticker_size_m, cfg.patch.max_coverage)
 
 
@@ -335,8 +352,7 @@ def _write_outputs(out: Path, cfg: AttackConfig, patch: Patch, state: dict, metr
         "pixels_per_m": cfg.patch.pixels_per_m,
         "print_dpi": cfg.patch.print_dpi,
         "mask": {"kind": cfg.patch.mask, "coverage": round(patch.coverage(), 4),
-                 "stickers_m": [{"x_m": round(p[0], 4), "y_m": round(p[1], 4), "w_m": cfg.patch.sticker_size_m[0],
-                                 "h_m": cfg.patch.sticker_size_m[1]} for p in (state.get("positions") or [])]},
+                 "stickers_m": [_sticker_doc(p, cfg.patch.sticker_size_m) for p in (state.get("positions") or [])]},
         "victim": cfg.victim,
         "goal": {"goal": cfg.goal, "source_class": cfg.source_class, "target_class": cfg.target_class,
                  "steer_direction": cfg.steer_direction if cfg.is_steer else None},
@@ -351,6 +367,12 @@ def _write_outputs(out: Path, cfg: AttackConfig, patch: Patch, state: dict, metr
                   "config": "config.yaml", "checkpoint": "checkpoint.pt"},
     }
     write_json(out / "patch.json", doc)
+
+
+def _sticker_doc(sticker: list[float], size_m: tuple[float, float]) -> dict:
+    """patch.json entry of a sticker given as (x, y) of a ``size_m`` rectangle or as (x, y, w, h), metres."""
+    w, h = sticker[2:4] if len(sticker) == 4 else size_m
+    return {"x_m": round(sticker[0], 4), "y_m": round(sticker[1], 4), "w_m": round(w, 4), "h_m": round(h, 4)}
 
 
 def _plot_curves(path: Path, state: dict) -> None:

@@ -9,6 +9,10 @@ Masks:
     - ``full``: the whole slot (for a sign, the face outline): a poster.
     - ``stickers``: N rectangles (RP2-style), at given positions or at positions found by a
       saliency search (see :func:`place_stickers`), within a coverage budget of the face area.
+      With ``sticker_layout: grid`` the stickers are the most salient cells of a grid of
+      ``sticker_size_m`` squares, as many as the budget allows, and neighbouring cells in a row
+      merge into one longer sticker (see :func:`place_grid_stickers`): RP2's saliency-shaped
+      mask, kept cuttable.
     - ``file``: any mask image (white = patch).
 """
 
@@ -29,8 +33,10 @@ from patchsim.sim.textures import face_outline, sign_face
 class PatchConfig:
     mask: str = param("stickers", help="full, stickers, or file")
     mask_file: str | None = param(None, help="mask image for mask: file (white = patch)")
-    stickers: int = param(4, range=(1, 32), help="number of rectangular stickers")
-    sticker_size_m: tuple[float, float] = param((0.17, 0.17), unit="m", range=(0.01, 5.0), help="sticker w, h")
+    stickers: int = param(4, range=(1, 32), help="number of rectangular stickers (free layout)")
+    sticker_layout: str = param("free", help="free (N stickers anywhere) or grid (salient grid cells, merged per row)")
+    sticker_size_m: tuple[float, float] = param((0.17, 0.17), unit="m", range=(0.01, 5.0),
+                                                help="sticker w, h (free layout); grid cell w, h (grid layout)")
     sticker_positions_m: list[tuple[float, float]] | None = param(
         None, unit="m", help="top-left corners in slot coordinates; unset: found by saliency search")
     max_coverage: float = param(0.25, range=(0.01, 1.0), help="largest share of the face the mask may cover")
@@ -44,6 +50,11 @@ class PatchConfig:
             raise FieldError("mask", f"mask must be full, stickers or file, not {self.mask!r}")
         if self.mask == "file" and not self.mask_file:
             raise FieldError("mask_file", "mask: file needs mask_file")
+        if self.sticker_layout not in ("free", "grid"):
+            raise FieldError("sticker_layout", f"sticker_layout must be free or grid, not {self.sticker_layout!r}")
+        if self.sticker_layout == "grid" and self.sticker_positions_m:
+            raise FieldError("sticker_positions_m", "sticker_positions_m places free stickers; "
+                                                    "with sticker_layout: grid the cells are chosen by saliency")
         if self.init not in ("base", "target", "grey", "random"):
             raise FieldError("init", f"init must be base, target, grey or random, not {self.init!r}")
 
@@ -135,13 +146,15 @@ class Patch:
         """Set the mask (1, H, W) in [0, 1]; it is clipped to the outline."""
         self.mask = (mask.to(self.outline) * self.outline).clamp(0, 1)
 
-    def sticker_mask(self, positions_m: list[tuple[float, float]]) -> torch.Tensor:
+    def sticker_mask(self, stickers_m: list) -> torch.Tensor:
+        """(1, H, W) mask of stickers given as top-left corners (x, y) of ``sticker_size_m`` rectangles,
+        or as rectangles (x, y, w, h), in metres."""
         h, w = self.hw
-        sw, sh = self.cfg.sticker_size_m
         ppm_x, ppm_y = w / self.slot.size_m[0], h / self.slot.size_m[1]
         m = torch.zeros((1, h, w), device=self.outline.device)
-        kw, kh = sticker_pixels((sw, sh), ppm_x, ppm_y)
-        for x, y in positions_m:
+        for s in stickers_m:
+            x, y = s[0], s[1]
+            kw, kh = sticker_pixels(tuple(s[2:4]) if len(s) == 4 else self.cfg.sticker_size_m, ppm_x, ppm_y)
             x0, y0 = int(round(x * ppm_x)), int(round(y * ppm_y))
             m[:, max(y0, 0):y0 + kh, max(x0, 0):x0 + kw] = 1.0
         return m
@@ -215,6 +228,59 @@ def place_stickers(saliency: torch.Tensor, patch: Patch, count: int, size_m: tup
         taken[y:y + kh, x:x + kw] = True
         chosen.append((float(x / ppm_x), float(y / ppm_y)))  # plain floats: they go into checkpoints
     return chosen
+
+
+#: longest strip of merged grid cells: it fits across an A4 or Letter sheet with margins and bleed
+MAX_STRIP_M = 0.15
+
+
+def place_grid_stickers(saliency: torch.Tensor, patch: Patch, cell_m: tuple[float, float],
+                        max_coverage: float) -> list[tuple[float, float, float, float]]:
+    """The most salient cells of a grid over the face, within the coverage budget, as cuttable stickers.
+
+    The grid of ``cell_m`` rectangles starts at the slot's top-left corner; only cells wholly inside the
+    outline count. Chosen cells that touch in a row merge into one sticker, at most ``MAX_STRIP_M`` long.
+
+    Args:
+        saliency: (H, W) non-negative importance of each patch pixel.
+
+    Returns:
+        stickers (x, y, w, h) in metres, row by row.
+    """
+    h, w = patch.hw
+    ppm_x, ppm_y = w / patch.slot.size_m[0], h / patch.slot.size_m[1]
+    kw, kh = sticker_pixels(cell_m, ppm_x, ppm_y)
+    ny, nx = h // kh, w // kw
+    if ny == 0 or nx == 0:
+        raise FieldError("patch.sticker_size_m", f"grid cells of {cell_m[0]} x {cell_m[1]} m do not fit the "
+                                                 f"{patch.slot.size_m[0]} x {patch.slot.size_m[1]} m slot")
+
+    def cell_sums(x: torch.Tensor) -> np.ndarray:
+        return x[:ny * kh, :nx * kw].reshape(ny, kh, nx, kw).sum((1, 3)).detach().cpu().numpy()
+
+    inside = cell_sums(patch.outline[0]) >= 0.98 * kw * kh
+    score = np.where(inside, cell_sums(saliency.to(patch.outline)), -np.inf)
+    budget = int(max_coverage * float(patch.outline.sum()) // (kw * kh))
+    if budget == 0 or not inside.any():
+        raise FieldError("patch.sticker_size_m", f"not one {cell_m[0]} x {cell_m[1]} m cell fits on the face within "
+                                                 f"max_coverage {max_coverage:.0%}")
+    order = np.argsort(-score, axis=None, kind="stable")[:min(budget, int(inside.sum()))]
+    chosen = np.zeros((ny, nx), bool)
+    chosen.flat[order] = True
+    longest = max(1, int(MAX_STRIP_M * ppm_x + 1e-6) // kw)  # cells per strip
+    out = []
+    for r in range(ny):
+        c = 0
+        while c < nx:
+            if not chosen[r, c]:
+                c += 1
+                continue
+            start = c
+            while c < nx and chosen[r, c] and c - start < longest:
+                c += 1
+            out.append((float(start * kw / ppm_x), float(r * kh / ppm_y), float((c - start) * kw / ppm_x),
+                        float(kh / ppm_y)))
+    return out
 
 
 def total_variation(img: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -8,6 +8,13 @@ For speed the pipeline can cut a square window (``crop_px``) around the slot out
 detector is fully convolutional, so the scores near the sign barely depend on far-away pixels,
 and a 256 px window costs a fraction of a full frame. Held-out evaluation uses full frames.
 
+When gradients are wanted, the clean frames go through the camera without autograd
+(:meth:`EOT.background`) and only a window around the slot is rendered again with the patch and
+differentiated; its interior replaces the frame there, so the pixels are those of one full pass.
+Contrast pivots on the clean frame's mean (the patch does not move the camera's exposure), which
+is what lets a clean background be rendered once and reused by several optimizer steps
+(:mod:`patchsim.eot.pool`).
+
 >>> eot = EOT(EOTConfig())                                  # doctest: +SKIP
 >>> params = eot.sample(bank, 8, torch.Generator().manual_seed(0))
 >>> batch = eot.render(patch.image(), patch.mask, params, bank)
@@ -39,6 +46,9 @@ from patchsim.eot.transforms import (
 @dataclass
 class EOTConfig:
     crop_px: int = param(256, unit="px", range=(0, 4096), help="window around the slot; 0 = full frames")
+    background_reuse: float = param(1.0, range=(1.0, 1000.0),
+                                    help="optimizer steps reuse each clean background this many times (1 = never)")
+    background_pool: int = param(48, range=(1, 100000), help="backgrounds rendered at once when reused")
     placement: Placement = param(default_factory=Placement)
     printer_error: PrinterError = param(default_factory=PrinterError)
     occlusion: Occlusion = param(default_factory=Occlusion)
@@ -62,6 +72,33 @@ class EOTBatch:
     images: torch.Tensor
     boxes: torch.Tensor
     corners: torch.Tensor
+
+
+@dataclass
+class Background:
+    """Clean frames through the camera, ready for a patch window to be pasted in.
+
+    Attributes:
+        images: (B, 3, S, S) in [0, 1], no patch and no occluder.
+        pivot: (B,) the mean each sample's contrast change pivots on (of the clean frame).
+        scene, origin: (B,) and (B, 2) the scenes and crop origins it was rendered for; a render
+            checks them against its params.
+    """
+
+    images: torch.Tensor
+    pivot: torch.Tensor
+    scene: torch.Tensor
+    origin: torch.Tensor
+
+    def select(self, index: torch.Tensor) -> Background:
+        return Background(self.images[index.to(self.images.device)], self.pivot[index.to(self.pivot.device)],
+                          self.scene[index], self.origin[index])
+
+    def check(self, params: dict, out_hw: tuple[int, int]) -> None:
+        """Raise ValueError unless this background was rendered for ``params``' samples and frame size."""
+        if tuple(self.images.shape[-2:]) != tuple(out_hw) or not torch.equal(self.scene.cpu(), params["scene"].cpu()) \
+                or not torch.equal(self.origin.cpu(), params["crop"]["origin"].cpu()):
+            raise ValueError("background rendered for other samples (scenes, crop windows or size differ from params)")
 
 
 @dataclass
@@ -101,25 +138,30 @@ class EOT:
                               "size": torch.zeros(batch, dtype=torch.long)}
         return params
 
+    def resample_patch(self, params: dict, bank: SceneBank, gen: torch.Generator) -> dict:
+        """``params`` with fresh placement, print error and occluder (what happens on the slot); the scene,
+        window and camera stay. For samples that reuse a rendered :class:`Background`."""
+        c = self.cfg
+        b = int(params["scene"].shape[0])
+        corners = bank.corners[params["scene"]].cpu().float()
+        return {**params, "placement": c.placement.sample(b, gen, corners),
+                "printer_error": c.printer_error.sample(b, gen), "occlusion": c.occlusion.sample(b, gen)}
+
     # ------------------------------------------------------------------ rendering
 
     def render(self, colours: torch.Tensor | None, mask: torch.Tensor | None, params: dict, bank: SceneBank,
-               device: str | torch.device | None = None) -> EOTBatch:
+               device: str | torch.device | None = None, background: Background | None = None) -> EOTBatch:
         """Render sampled conditions, with the patch (``colours`` (3, h, w), ``mask`` (1, h, w)) or without it
-        (``colours=None``: the clean slot under the same conditions)."""
+        (``colours=None``: the clean slot under the same conditions).
+
+        ``background``: the clean frames of these samples through the camera (:meth:`background`),
+        rendered earlier and reused; only the window around the slot is then rendered anew.
+        """
         device = torch.device(device) if device is not None else bank.images.device
         scene = params["scene"].to(bank.images.device)
         b = int(scene.shape[0])
-        h, w = bank.hw
-        size = int(params["crop"]["size"][0])
+        out_hw = self._out_hw(params, bank)
         origin = params["crop"]["origin"].to(device)
-        if size:
-            imgs = _cut(bank.images, scene, origin, size, size)
-            out_hw = (size, size)
-        else:
-            imgs = bank.images[scene]
-            out_hw = (h, w)
-        images = imgs.to(device=device, dtype=torch.float32).div_(255.0)
         corners = params["placement"]["corners"].to(device) - origin[:, None, :].float()
         slot_hw = mask.shape[-2:] if mask is not None else (64, int(64 * bank.slot_size_m[0] / bank.slot_size_m[1]))
         H = ops.quad_homography((slot_hw[1], slot_hw[0]), corners)
@@ -136,7 +178,6 @@ class EOT:
             layers = torch.cat([torch.zeros(b, 4, *slot_hw, device=device), occ], 1)
         occ_col = params["occlusion"]["colour"].to(device)
         out_h, out_w = out_hw
-        noise = self.cfg.noise.noise(params["noise"], (3, out_h, out_w), device)
         roi = _roi(corners, out_hw)
         warped = ops.warp_patch(layers, H, roi.origin.float(), (roi.h, roi.w))
         # light on the slot, window only, read straight from the bank's frames
@@ -145,22 +186,51 @@ class EOT:
                 or not roi.aligned:
             # nothing to differentiate, the slot fills much of the frame, or the window cannot align
             # with the frame's JPEG blocks: one pass over everything
+            images = self._frames(params, bank, device)
+            pivot = self.cfg.lighting.pivot(images, params["lighting"]).detach()  # the clean frame's
             composed = _paste(images, _blend(_window(images, roi), shade, warped, occ_col, colours is not None),
                               roi.origin)
-            pivot = self.cfg.lighting.pivot(composed, params["lighting"]).detach()  # as in the window pass
-            images = self._camera(composed, params, pivot, noise)
+            noise = self.cfg.noise.noise(params["noise"], (3, out_h, out_w), device)
+            images = self._camera(composed, params, pivot, noise).clamp(0, 1)
         else:
-            # exact values for the whole frame without autograd, and a differentiable pass over the
-            # window around the slot only; the window's interior replaces the frame there
-            roi_in = _blend(_window(images, roi), shade, warped, occ_col, colours is not None)
-            with torch.no_grad():
-                full_in = _paste(images, roi_in, roi.origin)
-                pivot = self.cfg.lighting.pivot(full_in, params["lighting"])
-                full_out = self._camera(full_in, params, pivot, noise)
-            roi_out = self._camera(roi_in, params, pivot, _window(noise, roi))
-            images = _paste(full_out, roi_out, roi.origin, inner=ROI_EDGE_PX)
+            # the clean frames through the camera without autograd (or reused), and a differentiable
+            # pass over the window around the slot only; the window's interior replaces the frame there
+            if background is None:
+                background = self.background(params, bank, device)
+            background.check(params, out_hw)
+            region = _cut(bank.images, scene, origin + roi.origin, roi.h, roi.w).to(device=device,
+                                                                                    dtype=torch.float32) / 255.0
+            roi_in = _blend(region, shade, warped, occ_col, colours is not None)
+            noise = self.cfg.noise.noise(params["noise"], (3, roi.h, roi.w), device, origin=roi.origin)
+            roi_out = self._camera(roi_in, params, background.pivot, noise).clamp(0, 1)
+            images = _paste(background.images.to(device), roi_out, roi.origin, inner=ROI_EDGE_PX)
         boxes = outline_boxes(H, bank.outline_uv, slot_hw)
-        return EOTBatch(images.clamp(0, 1), boxes, corners)
+        return EOTBatch(images, boxes, corners)
+
+    @torch.no_grad()
+    def background(self, params: dict, bank: SceneBank, device: str | torch.device | None = None) -> Background:
+        """The samples' clean frames (no patch, no occluder) through the camera, and their contrast pivots."""
+        device = torch.device(device) if device is not None else bank.images.device
+        images = self._frames(params, bank, device)
+        pivot = self.cfg.lighting.pivot(images, params["lighting"])
+        noise = self.cfg.noise.noise(params["noise"], tuple(images.shape[1:]), device)
+        return Background(self._camera(images, params, pivot, noise).clamp(0, 1), pivot, params["scene"].cpu(),
+                          params["crop"]["origin"].cpu())
+
+    @staticmethod
+    def _out_hw(params: dict, bank: SceneBank) -> tuple[int, int]:
+        size = int(params["crop"]["size"][0])
+        return (size, size) if size else bank.hw
+
+    def _frames(self, params: dict, bank: SceneBank, device: torch.device) -> torch.Tensor:
+        """(B, 3, S, S) the samples' scene frames (or crop windows of them) in [0, 1]."""
+        scene = params["scene"].to(bank.images.device)
+        h, w = self._out_hw(params, bank)
+        if int(params["crop"]["size"][0]):
+            imgs = _cut(bank.images, scene, params["crop"]["origin"].to(device), h, w)
+        else:
+            imgs = bank.images[scene]
+        return imgs.to(device=device, dtype=torch.float32).div_(255.0)
 
     def _camera(self, x: torch.Tensor, params: dict, pivot: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Camera and atmosphere effects on (B, 3, H, W) images (or windows of them)."""
@@ -171,10 +241,13 @@ class EOT:
         return self.cfg.compression.apply(x.clamp(0, 1), params["compression"])
 
 
-#: the differentiable window reaches this far past the slot: blur radius (3) + one JPEG block (8) + 5
-ROI_MARGIN_PX = 16
-#: values within this distance of a window edge are inexact (blur, JPEG blocks) and not pasted
-ROI_EDGE_PX = 12
+#: the differentiable window reaches this far past the slot. The patch changes pixels up to the blur
+#: radius (3) past it, and JPEG spreads that over their 8 px block (7 more); the outer ROI_EDGE_PX of the
+#: window are not pasted: 3 + 7 + 8 = 18
+ROI_MARGIN_PX = 18
+#: values within one JPEG block of a window edge are inexact (the blur there sees the window's padding,
+#: and JPEG spreads that over the block) and not pasted: the frame keeps its own
+ROI_EDGE_PX = 8
 
 
 @dataclass

@@ -207,15 +207,21 @@ class SensorNoise:
                 "offset": torch.randint(0, NOISE_TILE_PX - 896, (b, 2), generator=gen)}
 
     @staticmethod
-    def noise(p: dict[str, torch.Tensor], shape: tuple[int, int, int], device) -> torch.Tensor:
-        """(B, C, H, W) noise of each sample's frame, the same whatever batch the sample is in."""
+    def noise(p: dict[str, torch.Tensor], shape: tuple[int, int, int], device,
+              origin: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) noise of each sample's frame, the same whatever batch the sample is in.
+
+        ``origin`` (B, 2) (x, y): the noise of windows of the frames starting there instead.
+        """
         c, h, w = shape
         tiles = noise_tiles(device)
-        if max(h, w) > 896:  # larger frames: the tile repeats (every 1024 px)
-            reps = (1, 1, (h + 895) // NOISE_TILE_PX + 1, (w + 895) // NOISE_TILE_PX + 1)
+        starts = origin.tolist() if origin is not None else [(0, 0)] * len(p["tile"])  # (x, y) in the frame
+        reach_y, reach_x = h + max(y for _, y in starts), w + max(x for x, _ in starts)
+        if max(reach_y, reach_x) > 896:  # larger frames: the tile repeats (every 1024 px)
+            reps = (1, 1, (reach_y + 895) // NOISE_TILE_PX + 1, (reach_x + 895) // NOISE_TILE_PX + 1)
             tiles = tiles.repeat(*reps)
-        return torch.stack([tiles[int(t), :c, int(o[1]):int(o[1]) + h, int(o[0]):int(o[0]) + w]
-                            for t, o in zip(p["tile"], p["offset"])])
+        return torch.stack([tiles[int(t), :c, int(o[1]) + y:int(o[1]) + y + h, int(o[0]) + x:int(o[0]) + x + w]
+                            for t, o, (x, y) in zip(p["tile"], p["offset"], starts)])
 
     def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor], noise: torch.Tensor | None = None) -> torch.Tensor:
         """``noise`` (from :meth:`noise`, possibly a window of it) is taken here when not given."""

@@ -1,6 +1,8 @@
+import pytest
 import torch
 
-from patchsim.attack.patch import Patch, PatchConfig, SlotInfo, place_stickers, total_variation
+from patchsim.attack.patch import Patch, PatchConfig, SlotInfo, place_grid_stickers, place_stickers, total_variation
+from patchsim.config import FieldError
 from patchsim.eot.printer import default_profile, non_printability
 
 STOP = SlotInfo("stop_face", "sign_face", (0.75, 0.75), "stop_sign")
@@ -21,6 +23,31 @@ def test_poster_covers_the_octagon_and_stickers_stay_within_budget():
     assert float((rects * p.outline).sum() / rects.sum()) > 0.98  # stickers lie on the face
     x, y = pos[0]
     assert 60 / 128 - 0.17 <= x <= 90 / 128 and 10 / 128 - 0.17 <= y <= 30 / 128
+
+
+def test_grid_stickers_take_the_salient_cells_and_merge_per_row():
+    p = Patch(STOP, PatchConfig(mask="stickers", sticker_layout="grid", sticker_size_m=(0.0625, 0.0625)))  # 8 px
+    saliency = torch.zeros(p.hw)
+    saliency[40:48, 16:32] = 5.0  # one row of two salient cells: one 2-cell sticker
+    saliency[56:64, 64:72] = 4.0  # and a single cell
+    rects = place_grid_stickers(saliency, p, (0.0625, 0.0625), 0.25)
+    assert (0.125, 0.3125, 0.125, 0.0625) in rects
+    assert (0.5, 0.4375, 0.0625, 0.0625) in rects
+    p.set_mask(p.sticker_mask(rects))
+    assert 0.23 < p.coverage() <= 0.25  # the budget is filled, never exceeded
+    mask = p.sticker_mask(rects)
+    assert float((mask * p.outline).sum() / mask.sum()) > 0.98  # whole cells on the face only
+    assert sum(w * h for _, _, w, h in rects) <= 0.25 * p.outline_area_m2 + 1e-9
+    for x, y, *_ in rects:  # whole cells of the grid
+        assert abs(x / 0.0625 - round(x / 0.0625)) < 1e-9 and abs(y / 0.0625 - round(y / 0.0625)) < 1e-9
+
+
+def test_grid_layout_is_checked():
+    with pytest.raises(FieldError, match="sticker_layout"):
+        PatchConfig(sticker_layout="spiral")
+    p = Patch(STOP, PatchConfig(mask="stickers"))
+    with pytest.raises(FieldError, match="do not fit"):
+        place_grid_stickers(torch.ones(p.hw), p, (0.9, 0.9), 0.25)
 
 
 def test_print_pixels_follow_the_dpi():
@@ -55,3 +82,13 @@ def test_target_init_paints_the_target_sign_and_needs_a_sign_kind():
         Patch(STOP, PatchConfig(mask="full", init="target"), target_kind="vehicle")
     with pytest.raises(FieldError, match="init must be"):
         PatchConfig(init="speed_limit")
+
+
+def test_long_runs_of_grid_cells_split_into_printable_strips():
+    p = Patch(STOP, PatchConfig(mask="stickers", sticker_layout="grid", sticker_size_m=(0.0625, 0.0625)))
+    saliency = torch.zeros(p.hw)
+    saliency[40:48, :] = 1.0  # a whole row is salient: 12 cells, 0.75 m
+    rects = place_grid_stickers(saliency, p, (0.0625, 0.0625), 0.25)
+    row = [r for r in rects if abs(r[1] - 0.3125) < 1e-9]
+    assert len(row) >= 2 and all(w <= 0.15 + 1e-9 for _, _, w, _ in row)
+    assert abs(sum(w for _, _, w, _ in row) - 0.75) < 1e-9  # the split strips still cover the row

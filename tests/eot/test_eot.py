@@ -167,3 +167,59 @@ def test_jpeg_like_is_close_to_identity_at_high_quality_and_lossy_at_low():
     hi = ops.jpeg_like(smooth, torch.tensor([98.0, 98.0]))
     lo = ops.jpeg_like(smooth, torch.tensor([10.0, 10.0]))
     assert (hi - smooth).abs().mean() < 0.01 < (lo - smooth).abs().mean()
+
+
+def test_reused_backgrounds_give_the_pixels_of_their_params_and_replay_from_any_step():
+    from patchsim.eot.pipeline import Background
+    from patchsim.eot.pool import BackgroundPool
+
+    bank = _bank(h=320, w=448)  # 256 px crop windows at varying origins
+    eot = EOT(_identity_cfg(**STRONG, crop_px=256))
+    pool = BackgroundPool(eot, bank, size=6, reuse=2.0, batch=3, seed=7)
+    assert pool.steps_per_pool == 4  # 6 backgrounds used twice each by batches of 3
+    colours = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(12))
+    drawn = []
+    for step in range(6):
+        params, background = pool.draw(step, torch.Generator().manual_seed(100 + step))
+        assert (params["crop"]["origin"] > 0).any()
+        out = eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), params, bank,
+                         background=background)
+        with torch.no_grad():
+            exact = eot.render(colours, torch.ones(1, 24, 24), params, bank).images  # no reuse
+        assert out.images.requires_grad and torch.allclose(out.images, exact, atol=1e-5)
+        # the reused background really is used: a black one stays black away from the slot
+        black = Background(torch.zeros_like(background.images), background.pivot, background.scene,
+                           background.origin)
+        dark = eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), params, bank,
+                          background=black).images.detach()
+        for i in range(3):
+            assert float((dark[i] == 0).float().mean()) > 0.6  # outside the window: the black background
+            x0, y0 = out.corners[i].min(0).values.long().tolist()
+            x1, y1 = out.corners[i].max(0).values.long().tolist()
+            assert float(dark[i, :, max(y0, 0):y1, max(x0, 0):x1].mean()) > 0.05  # the slot's window is rendered
+        drawn.append(params)
+    # within a pool the camera repeats and the slot's conditions are fresh; the next pool is new
+    first_pool = torch.cat([d["lighting"]["brightness"] for d in drawn[:4]])  # 12 samples from 6 backgrounds
+    assert len(first_pool) == 12 and len(torch.unique(first_pool)) <= 6
+    assert not torch.isin(drawn[4]["lighting"]["brightness"], first_pool).any()
+    assert not torch.equal(drawn[0]["placement"]["corners"], drawn[1]["placement"]["corners"])
+    # a fresh pool (a resumed run) serves step 5 exactly as the one that went through steps 0-4
+    again, _ = BackgroundPool(eot, bank, size=6, reuse=2.0, batch=3, seed=7).draw(5, torch.Generator().manual_seed(105))
+    assert json.dumps(params_to_json(again)) == json.dumps(params_to_json(drawn[5]))
+    with pytest.raises(ValueError, match="cannot fill"):
+        BackgroundPool(eot, bank, size=2, reuse=2.0, batch=3, seed=7)
+    # a background of other samples is refused, not pasted into
+    _, other = pool.draw(6, torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="other samples"):
+        eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), drawn[5], bank, background=other)
+
+
+def test_window_noise_is_the_frames_noise_there():
+    noise = SensorNoise(std=(0.01, 0.02))
+    p = noise.sample(2, torch.Generator().manual_seed(0))
+    for h, w in ((384, 640), (1500, 2100)):  # the second repeats the noise tile
+        full = SensorNoise.noise(p, (3, h, w), "cpu")
+        origin = torch.tensor([[w - 104, h - 96], [8, 16]])
+        win = SensorNoise.noise(p, (3, 96, 104), "cpu", origin=origin)
+        assert torch.equal(win[0], full[0, :, h - 96:, w - 104:])
+        assert torch.equal(win[1], full[1, :, 16:112, 8:112])

@@ -1,0 +1,57 @@
+"""Background reuse: clean frames rendered through the camera once and shared by several optimizer steps.
+
+Rendering the whole frame (or crop window) through the camera model costs about as much per step
+as the patch itself; the patch only changes a window around the slot. A :class:`BackgroundPool`
+draws ``pool_size`` samples (scene, window, light, haze, blur, noise, compression), renders their
+clean frames once without autograd, and serves them for ``pool_size * reuse / batch`` steps. Each
+step picks ``batch`` of them and draws fresh placement, print error and occluder for them, so the
+patch still meets new conditions every step; only the camera conditions repeat, about ``reuse``
+times each.
+
+The crop window of a pooled sample was drawn around the slot's corners before the fresh
+placement jitter, so a slot near a window edge can now and then reach a few pixels past it (the
+detector then sees a sign cut by the window edge, as it would with that crop).
+
+Everything is drawn from generators seeded with (seed, block) and (seed, step), so a resumed run
+sees the same samples as an uninterrupted one. With ``reuse: 1`` no pool is made.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from patchsim.eot.pipeline import EOT, Background
+from patchsim.eot.scenes import SceneBank
+from patchsim.eot.transforms import select
+
+
+class BackgroundPool:
+    """Serves (params, background) for optimizer steps.
+
+    Args:
+        eot: the EOT pipeline. bank: the training scene bank.
+        size: samples in the pool. reuse: how many times each is used on average (>= 1).
+        batch: samples per step. seed: the run's seed.
+    """
+
+    def __init__(self, eot: EOT, bank: SceneBank, size: int, reuse: float, batch: int, seed: int,
+                 device: str | torch.device = "cpu"):
+        if size < batch:
+            raise ValueError(f"a background pool of {size} samples cannot fill batches of {batch}")
+        self.eot, self.bank, self.size, self.batch, self.seed, self.device = eot, bank, size, batch, seed, device
+        self.steps_per_pool = max(1, round(size * reuse / batch))
+        self._block = -1
+        self._params: dict | None = None
+        self._background: Background | None = None
+
+    def draw(self, step: int, gen: torch.Generator) -> tuple[dict, Background]:
+        """The params and clean background of step ``step``'s batch; ``gen`` draws which and the slot's conditions."""
+        block = step // self.steps_per_pool
+        if block != self._block:
+            pool_gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 7_919 * block + 104_729)
+            self._params = self.eot.sample(self.bank, self.size, pool_gen)
+            self._background = self.eot.background(self._params, self.bank, self.device)
+            self._block = block
+        index = torch.randperm(self.size, generator=gen)[:self.batch]
+        params = self.eot.resample_patch(select(self._params, index), self.bank, gen)
+        return params, self._background.select(index)
