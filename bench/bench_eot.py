@@ -60,10 +60,7 @@ def main() -> None:
                                                           cfg.patch.max_coverage)))
     objective = Objective(cfg, det, eot, torch.as_tensor(profile.palette, dtype=torch.float32))
     opt = torch.optim.Adam([patch.colours], lr=cfg.lr)
-    pool = None
-    if cfg.eot.background_reuse > 1:
-        pool = BackgroundPool(eot, bank, max(cfg.eot.background_pool, args.batch), cfg.eot.background_reuse,
-                              args.batch, seed=0)
+    pool = BackgroundPool.for_steps(eot, bank, args.batch, seed=0)
 
     def eot_step(k: int) -> float:
         t0 = time.perf_counter()

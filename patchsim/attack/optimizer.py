@@ -33,7 +33,14 @@ import yaml
 from patchsim.attack.config import AttackConfig
 from patchsim.attack.evaluate import evaluate_heldout
 from patchsim.attack.losses import detector_loss, steer_loss
-from patchsim.attack.patch import Patch, SlotInfo, place_grid_stickers, place_stickers, total_variation
+from patchsim.attack.patch import (
+    Patch,
+    SlotInfo,
+    place_grid_stickers,
+    place_stickers,
+    sticker_rects,
+    total_variation,
+)
 from patchsim.config import to_dict
 from patchsim.eot.pipeline import EOT, Background
 from patchsim.eot.pool import BackgroundPool
@@ -220,10 +227,7 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
             torch.save({"colours": patch.colours.detach().clone(), "mask": patch.mask.detach().clone(),
                         "optimizer": opt.state_dict(), "state": state}, tmp)
 
-    pool = None
-    if cfg.eot.background_reuse > 1:
-        pool = BackgroundPool(eot, bank, max(cfg.eot.background_pool, cfg.batch), cfg.eot.background_reuse, cfg.batch,
-                              cfg.seed, cfg.device)
+    pool = BackgroundPool.for_steps(eot, bank, cfg.batch, cfg.seed, cfg.device)
     writer = _tensorboard(out)
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=cfg.name, disable=not progress, leave=False)
     elapsed0 = state["elapsed_s"]
@@ -352,7 +356,8 @@ def _write_outputs(out: Path, cfg: AttackConfig, patch: Patch, state: dict, metr
         "pixels_per_m": cfg.patch.pixels_per_m,
         "print_dpi": cfg.patch.print_dpi,
         "mask": {"kind": cfg.patch.mask, "coverage": round(patch.coverage(), 4),
-                 "stickers_m": [_sticker_doc(p, cfg.patch.sticker_size_m) for p in (state.get("positions") or [])]},
+                 "stickers_m": [{"x_m": round(x, 4), "y_m": round(y, 4), "w_m": round(w, 4), "h_m": round(h, 4)}
+                                for x, y, w, h in sticker_rects(state.get("positions") or [], cfg.patch.sticker_size_m)]},
         "victim": cfg.victim,
         "goal": {"goal": cfg.goal, "source_class": cfg.source_class, "target_class": cfg.target_class,
                  "steer_direction": cfg.steer_direction if cfg.is_steer else None},
@@ -367,12 +372,6 @@ def _write_outputs(out: Path, cfg: AttackConfig, patch: Patch, state: dict, metr
                   "config": "config.yaml", "checkpoint": "checkpoint.pt"},
     }
     write_json(out / "patch.json", doc)
-
-
-def _sticker_doc(sticker: list[float], size_m: tuple[float, float]) -> dict:
-    """patch.json entry of a sticker given as (x, y) of a ``size_m`` rectangle or as (x, y, w, h), metres."""
-    w, h = sticker[2:4] if len(sticker) == 4 else size_m
-    return {"x_m": round(sticker[0], 4), "y_m": round(sticker[1], 4), "w_m": round(w, 4), "h_m": round(h, 4)}
 
 
 def _plot_curves(path: Path, state: dict) -> None:

@@ -152,9 +152,8 @@ class Patch:
         h, w = self.hw
         ppm_x, ppm_y = w / self.slot.size_m[0], h / self.slot.size_m[1]
         m = torch.zeros((1, h, w), device=self.outline.device)
-        for s in stickers_m:
-            x, y = s[0], s[1]
-            kw, kh = sticker_pixels(tuple(s[2:4]) if len(s) == 4 else self.cfg.sticker_size_m, ppm_x, ppm_y)
+        for x, y, sw, sh in sticker_rects(stickers_m, self.cfg.sticker_size_m):
+            kw, kh = sticker_pixels((sw, sh), ppm_x, ppm_y)
             x0, y0 = int(round(x * ppm_x)), int(round(y * ppm_y))
             m[:, max(y0, 0):y0 + kh, max(x0, 0):x0 + kw] = 1.0
         return m
@@ -181,6 +180,11 @@ class Patch:
         mask = (self.mask[0].detach().cpu().numpy() * 255 + 0.5).astype(np.uint8)
         return (cv2.resize(img, size, interpolation=cv2.INTER_LINEAR),
                 cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST))
+
+
+def sticker_rects(stickers_m: list, size_m: tuple[float, float]) -> list[tuple[float, float, float, float]]:
+    """Stickers as rectangles (x, y, w, h) in metres; top-left corners (x, y) get the size ``size_m``."""
+    return [(s[0], s[1], s[2], s[3]) if len(s) == 4 else (s[0], s[1], size_m[0], size_m[1]) for s in stickers_m]
 
 
 def sticker_pixels(size_m: tuple[float, float], ppm_x: float, ppm_y: float) -> tuple[int, int]:

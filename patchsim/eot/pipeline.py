@@ -225,11 +225,8 @@ class EOT:
     def _frames(self, params: dict, bank: SceneBank, device: torch.device) -> torch.Tensor:
         """(B, 3, S, S) the samples' scene frames (or crop windows of them) in [0, 1]."""
         scene = params["scene"].to(bank.images.device)
-        h, w = self._out_hw(params, bank)
-        if int(params["crop"]["size"][0]):
-            imgs = _cut(bank.images, scene, params["crop"]["origin"].to(device), h, w)
-        else:
-            imgs = bank.images[scene]
+        size = int(params["crop"]["size"][0])
+        imgs = _cut(bank.images, scene, params["crop"]["origin"].to(device), size, size) if size else bank.images[scene]
         return imgs.to(device=device, dtype=torch.float32).div_(255.0)
 
     def _camera(self, x: torch.Tensor, params: dict, pivot: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

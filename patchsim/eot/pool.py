@@ -44,6 +44,15 @@ class BackgroundPool:
         self._params: dict | None = None
         self._background: Background | None = None
 
+    @classmethod
+    def for_steps(cls, eot: EOT, bank: SceneBank, batch: int, seed: int,
+                  device: str | torch.device = "cpu") -> BackgroundPool | None:
+        """The pool ``eot``'s config asks for (``background_reuse``, ``background_pool``, at least one batch),
+        or None when backgrounds are not reused."""
+        if eot.cfg.background_reuse <= 1:
+            return None
+        return cls(eot, bank, max(eot.cfg.background_pool, batch), eot.cfg.background_reuse, batch, seed, device)
+
     def draw(self, step: int, gen: torch.Generator) -> tuple[dict, Background]:
         """The params and clean background of step ``step``'s batch; ``gen`` draws which and the slot's conditions."""
         block = step // self.steps_per_pool
