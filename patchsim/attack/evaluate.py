@@ -31,10 +31,20 @@ class HeldoutResult:
     adv_target: np.ndarray | None = None
     clean_steer_deg: np.ndarray | None = None
     adv_steer_deg: np.ndarray | None = None
+    steer_sign: float = 1.0  # +1 when the goal is to steer left, -1 right
 
     @property
     def success_rate(self) -> float:
         return float(self.success.mean()) if len(self.success) else 0.0
+
+    @property
+    def selection_score(self) -> tuple[float, float]:
+        """(success rate, tie-break) to rank patches, higher is better. Steering: the tie-break is the mean
+        change towards the chosen side in degrees, which keeps growing after every sample has passed the
+        success margin; detector goals have none (0)."""
+        if self.clean_steer_deg is None or not len(self.success):
+            return self.success_rate, 0.0
+        return self.success_rate, float(self.steer_sign * (self.adv_steer_deg - self.clean_steer_deg).mean())
 
     def summary(self) -> dict:
         out = {"heldout_success_rate": round(self.success_rate, 4), "heldout_samples": int(len(self.success))}
@@ -92,7 +102,8 @@ def evaluate_heldout(victim, eot: EOT, bank: SceneBank, params: dict, colours: t
         change = adv_vals - clean_vals
         sign = 1.0 if steer_direction == "left" else -1.0
         margin = max(2.0 * float(clean_vals.std()), 1.0)
-        return HeldoutResult(success=(sign * change > margin), clean_steer_deg=clean_vals, adv_steer_deg=adv_vals)
+        return HeldoutResult(success=(sign * change > margin), clean_steer_deg=clean_vals, adv_steer_deg=adv_vals,
+                             steer_sign=sign)
     tgt = torch.cat(tgt_list).numpy() if tgt_list else None
     if goal == "vanish":
         success = ~adv_vals

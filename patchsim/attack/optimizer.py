@@ -198,7 +198,7 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
                                 clean_cache=cache)
 
     opt = torch.optim.Adam([patch.colours], lr=cfg.lr)
-    state = {"step": 0, "best_score": -1.0, "best_step": -1, "best_colours": None, "history": [], "evals": [],
+    state = {"step": 0, "best_score": -1.0, "best_tiebreak": -math.inf, "best_step": -1, "best_colours": None, "history": [], "evals": [],
              "elapsed_s": 0.0, "eval_s": 0.0, "positions": None}
     if resume:
         ck = torch.load(ckpt_path, map_location=cfg.device, weights_only=True)
@@ -252,12 +252,15 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
             t_eval = time.perf_counter()
             res = heldout_eval(patch.image().detach(), select_params, clean_cache)
             state["eval_s"] += time.perf_counter() - t_eval
-            score = res.success_rate
+            score, tie = res.selection_score
             optimize_s = elapsed0 + time.perf_counter() - t_loop - state["eval_s"]
-            state["evals"].append({"step": step + 1, "heldout_success_rate": round(score, 4),
-                                   "optimize_s": round(optimize_s, 2)})
-            if score > state["best_score"]:
-                state["best_score"], state["best_step"] = score, step + 1
+            entry = {"step": step + 1, "heldout_success_rate": round(score, 4), "optimize_s": round(optimize_s, 2)}
+            if cfg.is_steer:
+                entry["mean_steer_change_deg"] = round(tie, 3)
+            state["evals"].append(entry)
+            # the success rate first; a steering patch with the same rate wins by its mean change
+            if (score, tie) > (state["best_score"], state.get("best_tiebreak", -math.inf)):
+                state["best_score"], state["best_tiebreak"], state["best_step"] = score, tie, step + 1
                 state["best_colours"] = patch.image().detach().clone()
             if writer:
                 writer.add_scalar("heldout/success_rate", score, step + 1)

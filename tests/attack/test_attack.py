@@ -96,3 +96,37 @@ def test_bad_attack_configs_fail_clearly(tmp_path):
     cfg.goal = "steer"
     with pytest.raises(ValueError, match="needs a lane-keeper"):
         run_attack(cfg, tmp_path / "r", progress=False)
+
+
+def test_selection_breaks_ties_by_steering_change():
+    import numpy as np
+
+    from patchsim.attack.evaluate import HeldoutResult
+
+    clean = np.zeros(4)
+    weak = HeldoutResult(success=np.ones(4, bool), clean_steer_deg=clean, adv_steer_deg=np.full(4, 3.0))
+    strong = HeldoutResult(success=np.ones(4, bool), clean_steer_deg=clean, adv_steer_deg=np.full(4, 5.0))
+    assert strong.selection_score > weak.selection_score
+    right = HeldoutResult(success=np.ones(4, bool), clean_steer_deg=clean, adv_steer_deg=np.full(4, -5.0),
+                          steer_sign=-1.0)
+    assert right.selection_score == (1.0, 5.0)
+    more_hits = HeldoutResult(success=np.array([1, 1, 1, 1, 1], bool), clean_steer_deg=np.zeros(5),
+                              adv_steer_deg=np.full(5, 2.0))
+    fewer = HeldoutResult(success=np.array([1, 1, 1, 1, 0], bool), clean_steer_deg=np.zeros(5),
+                          adv_steer_deg=np.full(5, 9.0))
+    assert more_hits.selection_score > fewer.selection_score  # the success rate comes first
+
+
+def test_steering_attack_keeps_the_patch_that_steers_most(tmp_path):
+    cfg = load_attack_config("road_steer_pilotnet")
+    cfg.scenes.frames, cfg.scenes.frames_per_seed = 4, 4
+    cfg.heldout.frames, cfg.heldout.frames_per_seed = 4, 4
+    cfg.batch, cfg.steps, cfg.eval_every, cfg.checkpoint_every = 2, 6, 2, 2
+    cfg.eval_samples, cfg.final_samples = 4, 4
+    cfg.time_budget_s = None
+    result = run_attack(cfg, tmp_path / "road", progress=False)
+    evals = torch.load(tmp_path / "road" / "checkpoint.pt", weights_only=True)["state"]["evals"]
+    assert all("mean_steer_change_deg" in e for e in evals)
+    best = max(evals, key=lambda e: (e["heldout_success_rate"], e["mean_steer_change_deg"]))
+    assert result.metrics["best_step"] == best["step"]
+    assert "mean_steer_change_deg" in result.metrics
