@@ -30,6 +30,40 @@ def quad_homography(patch_wh: tuple[int, int], corners: torch.Tensor) -> torch.T
     return get_perspective_transform(src.expand(corners.shape[0], 4, 2).contiguous(), corners)
 
 
+def patch_grid(H: torch.Tensor, origin: torch.Tensor, size_hw: tuple[int, int], patch_hw: tuple[int, int]) -> torch.Tensor:
+    """Where each pixel of an image window falls in the patch: the sampling grid of :func:`sample_patch`.
+
+    Args:
+        H: (B, 3, 3) patch -> image homographies.
+        origin: (B, 2) image coordinates (x, y) of the window's top-left corner.
+        size_hw: (S_h, S_w) window size in pixels. patch_hw: (h, w) of the patch in pixels.
+
+    Returns:
+        (B, S_h, S_w, 2) normalized patch coordinates (``grid_sample``'s convention, -1..1 across the patch).
+    """
+    b = H.shape[0]
+    sh, sw = size_hw
+    h, w = patch_hw
+    ys, xs = torch.meshgrid(torch.arange(sh, device=H.device, dtype=H.dtype) + 0.5,
+                            torch.arange(sw, device=H.device, dtype=H.dtype) + 0.5, indexing="ij")
+    pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)], 0)  # (3, S)
+    pts = pts[None] + torch.cat([origin, torch.zeros(b, 1, device=H.device, dtype=H.dtype)], 1)[..., None]
+    src = torch.bmm(torch.linalg.inv(H), pts)  # (B, 3, S): patch coordinates (inverse once, then a cheap product)
+    z = src[:, 2:3]
+    z = torch.where(z.abs() < 1e-9, torch.full_like(z, 1e-9), z)
+    px, py = src[:, 0] / z[:, 0], src[:, 1] / z[:, 0]
+    return torch.stack([px / w * 2 - 1, py / h * 2 - 1], -1).reshape(b, sh, sw, 2)
+
+
+def sample_patch(patch: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """(B, C, S_h, S_w): ``patch`` (B or 1, C, h, w) read at ``grid`` (from :func:`patch_grid`), bilinear,
+    zero outside the patch."""
+    b = grid.shape[0]
+    if patch.shape[0] == 1 and b > 1:
+        patch = patch.expand(b, -1, -1, -1)
+    return F.grid_sample(patch.to(grid.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def warp_patch(patch: torch.Tensor, H: torch.Tensor, origin: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
     """Warp a patch into an image window by inverse mapping (bilinear, zero outside the patch).
 
@@ -42,21 +76,7 @@ def warp_patch(patch: torch.Tensor, H: torch.Tensor, origin: torch.Tensor, size_
     Returns:
         (B, C, S_h, S_w): the patch as it appears in each window.
     """
-    b = H.shape[0]
-    sh, sw = size_hw
-    h, w = patch.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(sh, device=H.device, dtype=H.dtype) + 0.5,
-                            torch.arange(sw, device=H.device, dtype=H.dtype) + 0.5, indexing="ij")
-    pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)], 0)  # (3, S)
-    pts = pts[None] + torch.cat([origin, torch.zeros(b, 1, device=H.device, dtype=H.dtype)], 1)[..., None]
-    src = torch.bmm(torch.linalg.inv(H), pts)  # (B, 3, S): patch coordinates (inverse once, then a cheap product)
-    z = src[:, 2:3]
-    z = torch.where(z.abs() < 1e-9, torch.full_like(z, 1e-9), z)
-    px, py = src[:, 0] / z[:, 0], src[:, 1] / z[:, 0]
-    grid = torch.stack([px / w * 2 - 1, py / h * 2 - 1], -1).reshape(b, sh, sw, 2)
-    if patch.shape[0] == 1 and b > 1:
-        patch = patch.expand(b, -1, -1, -1)
-    return F.grid_sample(patch.to(grid.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return sample_patch(patch, patch_grid(H, origin, size_hw, tuple(patch.shape[-2:])))
 
 
 def colour_temperature_gains(kelvin_shift: torch.Tensor) -> torch.Tensor:
@@ -92,12 +112,25 @@ def _quality_scale(quality: torch.Tensor) -> torch.Tensor:
     return torch.where(q < 50, 5000 / q, 200 - 2 * q) / 100
 
 
+class _RoundStraightThrough(torch.autograd.Function):
+    """``round`` forward, identity backward (one pass each way)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
 def jpeg_like(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     """JPEG-like compression: YCbCr, 8x8 DCT, quantization with a straight-through rounding, inverse.
 
     Differentiable (the rounding passes gradients straight through). Chroma is quantized with the
     chroma table, without subsampling. Sides that are not multiples of 8 are padded by replication.
-    The 2-D DCT of every block is one matrix product with the 64 x 64 Kronecker DCT matrix.
+    The 2-D DCT of every block is one matrix product with the 64 x 64 Kronecker DCT matrix, with each
+    image's quantization table folded into it (and back out in the inverse).
 
     Args:
         images: (B, 3, H, W) in [0, 1]. quality: (B,) JPEG quality 1..100.
@@ -113,14 +146,12 @@ def jpeg_like(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     blocks = ycc.reshape(b, 3, H // 8, 8, W // 8, 8).permute(0, 1, 2, 4, 3, 5).reshape(b, 3, -1, 64)
     d = _dct_matrix(images.device, images.dtype)
     kron = torch.kron(d, d)  # (64, 64): vec(D X D^T) = (D kron D) vec(X)
-    coef = blocks @ kron.T
-    scale = _quality_scale(quality.to(images.dtype)).reshape(b, 1, 1, 1)
+    scale = _quality_scale(quality.to(images.dtype)).reshape(b, 1, 1)
     qy = torch.tensor(_QY, dtype=images.dtype, device=images.device)
     qc = torch.tensor(_QC, dtype=images.dtype, device=images.device)
-    table = (torch.stack([qy, qc, qc])[None, :, None, :] * scale).clamp(min=1)  # (B, 3, 1, 64)
-    q = coef / table
-    q = q + (torch.round(q) - q).detach()
-    rec = (q * table) @ kron
+    table = (torch.stack([qy, qc, qc])[None] * scale).clamp(min=1)  # (B, 3, 64)
+    q = blocks @ (kron.T / table[:, :, None, :])  # DCT coefficients over the table
+    rec = _RoundStraightThrough.apply(q) @ (table[..., None] * kron)
     rec = rec.reshape(b, 3, H // 8, W // 8, 8, 8).permute(0, 1, 2, 4, 3, 5).reshape(b, 3, H, W)
     rec = rec + torch.tensor([127.5, 0, 0], dtype=images.dtype, device=images.device)[:, None, None]
     from_ycc = torch.tensor([[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]],
@@ -129,26 +160,23 @@ def jpeg_like(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     return out[..., :h, :w].clamp(0, 1)
 
 
+#: kernel taps below this share of the kernel's largest are set to zero. Narrow Gaussians otherwise have
+#: taps (and products of taps) in float32's subnormal range, and the CPU multiplies subnormals tens of
+#: times slower: a blur with sigma near 0.07 or 0.2 px took 2-2.5x as long as one with sigma 0.5.
+KERNEL_FLOOR = 1e-12
+
+
+def flush_tiny(kernel: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``kernel`` with taps below ``KERNEL_FLOOR`` x its maximum over ``dims`` set to zero."""
+    return torch.where(kernel >= KERNEL_FLOOR * kernel.amax(dim=dims, keepdim=True), kernel, 0.0)
+
+
 def gaussian_kernel1d(sigma: torch.Tensor, radius: int) -> torch.Tensor:
     """(B, 2r+1) normalized Gaussian kernels; sigma (B,) in pixels (0 gives a delta)."""
     x = torch.arange(-radius, radius + 1, device=sigma.device, dtype=sigma.dtype)
     s = sigma.clamp(min=1e-3)[:, None]
-    k = torch.exp(-0.5 * (x[None] / s) ** 2)
+    k = flush_tiny(torch.exp(-0.5 * (x[None] / s) ** 2), (1,))
     return k / k.sum(1, keepdim=True)
-
-
-def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, radius: int = 3) -> torch.Tensor:
-    """Gaussian blur with a per-image ``sigma`` (B,) in pixels (replicate borders).
-
-    Separable: a row then a column pass, each one grouped convolution with per-image kernels. The
-    padded input is laid out channels-last, where the CPU's depthwise convolution was faster in
-    isolation (about 2x on one thread, a little on two); the result comes back contiguous.
-    """
-    b, c, h, w = images.shape
-    g = gaussian_kernel1d(sigma, radius).to(images.dtype).repeat_interleave(c, 0)  # (B*C, k)
-    x = F.pad(images.reshape(1, b * c, h, w), (radius,) * 4, mode="replicate")
-    x = F.conv2d(x.contiguous(memory_format=torch.channels_last), g[:, None, None, :], groups=b * c)
-    return F.conv2d(x, g[:, None, :, None], groups=b * c).reshape(b, c, h, w).contiguous()
 
 
 def blur(images: torch.Tensor, sigma: torch.Tensor, motion_px: torch.Tensor, motion_angle_rad: torch.Tensor,
@@ -159,7 +187,7 @@ def blur(images: torch.Tensor, sigma: torch.Tensor, motion_px: torch.Tensor, mot
     """
     b, c, h, w = images.shape
     g = gaussian_kernel1d(sigma, radius).to(images.dtype)
-    kernel = g[:, :, None] * g[:, None, :]  # (B, k, k)
+    kernel = flush_tiny(g[:, :, None] * g[:, None, :], (1, 2))  # (B, k, k)
     if motion_px is not None and bool((motion_px > 0).any()):
         still = kernel
         x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
@@ -169,9 +197,11 @@ def blur(images: torch.Tensor, sigma: torch.Tensor, motion_px: torch.Tensor, mot
         across = -xx[None] * sa + yy[None] * ca
         half = (motion_px / 2).clamp(min=0.5)[:, None, None]
         line = torch.exp(-0.5 * (across / 0.5) ** 2) * torch.sigmoid((half - along.abs()) * 4)
+        line = flush_tiny(line, (1, 2))
         line = line / line.sum((1, 2), keepdim=True)
         # convolve the two kernels (small, done with conv2d on the kernel itself)
         kernel = F.conv2d(kernel[None], line[:, None].flip(-1, -2), padding=radius, groups=b)[0]
+        kernel = flush_tiny(kernel, (1, 2))
         kernel = kernel / kernel.sum((1, 2), keepdim=True)
         kernel = torch.where((motion_px > 0)[:, None, None], kernel, still)  # a still image stays unsmeared
     weight = kernel[:, None].repeat_interleave(c, 0)  # (B*C, 1, k, k)

@@ -167,31 +167,34 @@ class EOT:
         H = ops.quad_homography((slot_hw[1], slot_hw[0]), corners)
 
         occ = Occlusion.alpha(params["occlusion"], slot_hw, device)  # (B, 1, h, w)
+        seen = None
         if colours is not None:
             seen = colours[None].to(device)
             if self.profile is not None:
                 seen = self.profile.apply(seen)
             seen = self.cfg.printer_error.apply(seen.expand(b, -1, -1, -1), {k: v.to(device) for k, v in
                                                                               params["printer_error"].items()})
-            layers = torch.cat([seen, mask[None].to(device).expand(b, -1, -1, -1), occ], 1)
+            cover = torch.cat([mask[None].to(device).expand(b, -1, -1, -1), occ], 1)
         else:
-            layers = torch.cat([torch.zeros(b, 4, *slot_hw, device=device), occ], 1)
+            cover = torch.cat([torch.zeros_like(occ), occ], 1)
         occ_col = params["occlusion"]["colour"].to(device)
         out_h, out_w = out_hw
         roi = _roi(corners, out_hw)
-        warped = ops.warp_patch(layers, H, roi.origin.float(), (roi.h, roi.w))
+        grid = ops.patch_grid(H, roi.origin.float(), (roi.h, roi.w), slot_hw)
+        # colours and coverage warped apart: only the colours carry gradients
+        warped = ops.sample_patch(seen, grid) if seen is not None else None
+        cover = ops.sample_patch(cover, grid)
         # light on the slot, window only, read straight from the bank's frames
         shade = _cut(bank.shade, scene, origin + roi.origin, roi.h, roi.w).to(device).float()
-        if not (torch.is_grad_enabled() and layers.requires_grad) or roi.area > 0.4 * out_h * out_w \
+        if not (torch.is_grad_enabled() and warped is not None and warped.requires_grad) or roi.area > 0.4 * out_h * out_w \
                 or not roi.aligned:
             # nothing to differentiate, the slot fills much of the frame, or the window cannot align
             # with the frame's JPEG blocks: one pass over everything
             images = self._frames(params, bank, device)
             pivot = self.cfg.lighting.pivot(images, params["lighting"]).detach()  # the clean frame's
-            composed = _paste(images, _blend(_window(images, roi), shade, warped, occ_col, colours is not None),
-                              roi.origin)
+            composed = _paste(images, _blend(_window(images, roi), shade, warped, cover, occ_col), roi.origin)
             noise = self.cfg.noise.noise(params["noise"], (3, out_h, out_w), device)
-            images = self._camera(composed, params, pivot, noise).clamp(0, 1)
+            images = self._camera(composed, params, pivot, noise)
         else:
             # the clean frames through the camera without autograd (or reused), and a differentiable
             # pass over the window around the slot only; the window's interior replaces the frame there
@@ -200,9 +203,9 @@ class EOT:
             background.check(params, out_hw)
             region = _cut(bank.images, scene, origin + roi.origin, roi.h, roi.w).to(device=device,
                                                                                     dtype=torch.float32) / 255.0
-            roi_in = _blend(region, shade, warped, occ_col, colours is not None)
+            roi_in = _blend(region, shade, warped, cover, occ_col)
             noise = self.cfg.noise.noise(params["noise"], (3, roi.h, roi.w), device, origin=roi.origin)
-            roi_out = self._camera(roi_in, params, background.pivot, noise).clamp(0, 1)
+            roi_out = self._camera(roi_in, params, background.pivot, noise)
             images = _paste(background.images.to(device), roi_out, roi.origin, inner=ROI_EDGE_PX)
         boxes = outline_boxes(H, bank.outline_uv, slot_hw)
         return EOTBatch(images, boxes, corners)
@@ -214,7 +217,7 @@ class EOT:
         images = self._frames(params, bank, device)
         pivot = self.cfg.lighting.pivot(images, params["lighting"])
         noise = self.cfg.noise.noise(params["noise"], tuple(images.shape[1:]), device)
-        return Background(self._camera(images, params, pivot, noise).clamp(0, 1), pivot, params["scene"].cpu(),
+        return Background(self._camera(images, params, pivot, noise), pivot, params["scene"].cpu(),
                           params["crop"]["origin"].cpu())
 
     @staticmethod
@@ -230,7 +233,7 @@ class EOT:
         return imgs.to(device=device, dtype=torch.float32).div_(255.0)
 
     def _camera(self, x: torch.Tensor, params: dict, pivot: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Camera and atmosphere effects on (B, 3, H, W) images (or windows of them)."""
+        """Camera and atmosphere effects on (B, 3, H, W) images (or windows of them); the result is in [0, 1]."""
         x = self.cfg.lighting.apply(x, params["lighting"], mean=pivot)
         x = self.cfg.haze.apply(x, params["haze"])
         x = self.cfg.blur.apply(x, params["blur"])
@@ -300,14 +303,16 @@ def _paste(frame: torch.Tensor, win: torch.Tensor, origin: torch.Tensor, inner: 
     return flat.scatter(2, index, values).reshape(b, c, h, w)
 
 
-def _blend(region: torch.Tensor, light: torch.Tensor, warped: torch.Tensor, occ_colour: torch.Tensor,
-           with_patch: bool) -> torch.Tensor:
-    """Patch (lit by ``light``) and occluder over ``region``; all (B, ., S, S) and aligned."""
-    if with_patch:
-        a = warped[:, 3:4]
-        region = region * (1 - a) + light * warped[:, :3] * a
-    o = warped[:, 4:5]
-    return region * (1 - o) + light * occ_colour[:, :, None, None] * o
+def _blend(region: torch.Tensor, light: torch.Tensor, warped: torch.Tensor | None, cover: torch.Tensor,
+           occ_colour: torch.Tensor) -> torch.Tensor:
+    """Patch (lit by ``light``) and occluder over ``region``; all (B, ., S, S) and aligned.
+
+    ``warped`` (B, 3, S, S): the patch's colours (None: no patch); ``cover`` (B, 2, S, S): how much of each
+    pixel the patch and the occluder cover.
+    """
+    if warped is not None:
+        region = torch.lerp(region, light * warped, cover[:, 0:1])
+    return torch.lerp(region, light * occ_colour[:, :, None, None], cover[:, 1:2])
 
 
 def outline_boxes(H: torch.Tensor, outline_uv, slot_hw: tuple[int, int]) -> torch.Tensor:

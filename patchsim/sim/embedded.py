@@ -201,6 +201,10 @@ class EmbeddedSimulator(Simulator):
                 self._buffers.close()
             self._buffers = _Buffers(cam_spec.width_px, cam_spec.height_px)
         if self._scene is not None:
+            # free the textures on every graphics context now: the process-wide engine outlives this
+            # simulator, and a stale prepared texture could otherwise be picked up by a later one
+            for tex in self._scene.root.find_all_textures():
+                tex.release_all()
             self._scene.root.remove_node()
         self.layout = build_layout(scenario, self.light.sun_azimuth_deg, self.light.sun_elevation_deg)
         self._scene = build_scene(self.layout, scenario, self.light, self._buffers.label_cam)
@@ -263,6 +267,10 @@ class EmbeddedSimulator(Simulator):
 
     def close(self) -> None:
         if self._scene is not None:
+            # free the textures on every graphics context now: the process-wide engine outlives this
+            # simulator, and a stale prepared texture could otherwise be picked up by a later one
+            for tex in self._scene.root.find_all_textures():
+                tex.release_all()
             self._scene.root.remove_node()
             self._scene = None
         if self._buffers is not None:
