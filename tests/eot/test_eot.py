@@ -223,3 +223,21 @@ def test_window_noise_is_the_frames_noise_there():
         win = SensorNoise.noise(p, (3, 96, 104), "cpu", origin=origin)
         assert torch.equal(win[0], full[0, :, h - 96:, w - 104:])
         assert torch.equal(win[1], full[1, :, 16:112, 8:112])
+
+
+def test_blur_holds_no_subnormal_values():
+    """Subnormal floats make the CPU's multiplies many times slower; narrow Gaussians used to make them."""
+    tiny = torch.finfo(torch.float32).tiny
+    subnormal = lambda t: ((t != 0) & (t.abs() < tiny)).any()  # noqa: E731
+    sigma = torch.linspace(0.01, 1.2, 240)
+    k = ops.gaussian_kernel1d(sigma, 3)
+    assert not subnormal(k) and torch.allclose(k.sum(1), torch.ones(240))
+    images = torch.rand(240, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    moving = torch.where(torch.arange(240) % 2 == 0, 3.0, 0.0)
+    out = ops.blur(images, sigma, moving, torch.linspace(0, 3, 240))
+    assert not subnormal(out)
+    # a wide kernel is untouched by the floor
+    wide = ops.gaussian_kernel1d(torch.tensor([1.0]), 3)[0]
+    x = torch.arange(-3, 4, dtype=torch.float32)
+    ref = torch.exp(-0.5 * x ** 2)
+    assert torch.allclose(wide, ref / ref.sum())
