@@ -198,14 +198,16 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
                                 clean_cache=cache)
 
     opt = torch.optim.Adam([patch.colours], lr=cfg.lr)
-    state = {"step": 0, "best_score": -1.0, "best_tiebreak": -math.inf, "best_step": -1, "best_colours": None, "history": [], "evals": [],
-             "elapsed_s": 0.0, "eval_s": 0.0, "positions": None}
+    state = {"step": 0, "best_score": -1.0, "best_tiebreak": -math.inf, "best_step": -1, "best_colours": None,
+             "history": [], "evals": [], "elapsed_s": 0.0, "eval_s": 0.0, "positions": None}
     if resume:
         ck = torch.load(ckpt_path, map_location=cfg.device, weights_only=True)
         patch.colours.data.copy_(ck["colours"])
         patch.mask = ck["mask"].to(patch.mask)  # already clipped to the outline when it was saved
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
+        # a checkpoint from before the tie-break: its best patch keeps winning ties, as it did then
+        state.setdefault("best_tiebreak", math.inf if state["best_step"] >= 0 else -math.inf)
     else:
         if cfg.patch.mask == "stickers":
             positions = cfg.patch.sticker_positions_m or _search_sticker_positions(cfg, patch, objective, bank)
@@ -256,7 +258,7 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
             optimize_s = elapsed0 + time.perf_counter() - t_loop - state["eval_s"]
             entry = {"step": step + 1, "heldout_success_rate": round(score, 4), "optimize_s": round(optimize_s, 2)}
             if cfg.is_steer:
-                entry["mean_steer_change_deg"] = round(tie, 3)
+                entry["steer_change_to_side_deg"] = round(tie, 3)  # mean, signed towards steer_direction
             state["evals"].append(entry)
             # the success rate first; a steering patch with the same rate wins by its mean change
             if (score, tie) > (state["best_score"], state.get("best_tiebreak", -math.inf)):

@@ -30,7 +30,8 @@ def quad_homography(patch_wh: tuple[int, int], corners: torch.Tensor) -> torch.T
     return get_perspective_transform(src.expand(corners.shape[0], 4, 2).contiguous(), corners)
 
 
-def patch_grid(H: torch.Tensor, origin: torch.Tensor, size_hw: tuple[int, int], patch_hw: tuple[int, int]) -> torch.Tensor:
+def patch_grid(H: torch.Tensor, origin: torch.Tensor, size_hw: tuple[int, int],
+               patch_hw: tuple[int, int]) -> torch.Tensor:
     """Where each pixel of an image window falls in the patch: the sampling grid of :func:`sample_patch`.
 
     Args:

@@ -186,8 +186,8 @@ class EOT:
         cover = ops.sample_patch(cover, grid)
         # light on the slot, window only, read straight from the bank's frames
         shade = _cut(bank.shade, scene, origin + roi.origin, roi.h, roi.w).to(device).float()
-        if not (torch.is_grad_enabled() and warped is not None and warped.requires_grad) or roi.area > 0.4 * out_h * out_w \
-                or not roi.aligned:
+        differentiable = torch.is_grad_enabled() and warped is not None and warped.requires_grad
+        if not differentiable or roi.area > 0.4 * out_h * out_w or not roi.aligned:
             # nothing to differentiate, the slot fills much of the frame, or the window cannot align
             # with the frame's JPEG blocks: one pass over everything
             images = self._frames(params, bank, device)
@@ -312,7 +312,7 @@ def _blend(region: torch.Tensor, light: torch.Tensor, warped: torch.Tensor | Non
     """
     if warped is not None:
         region = torch.lerp(region, light * warped, cover[:, 0:1])
-    return torch.lerp(region, light * occ_colour[:, :, None, None], cover[:, 1:2])
+    return torch.lerp(region, light * occ_colour.to(region)[:, :, None, None], cover[:, 1:2])
 
 
 def outline_boxes(H: torch.Tensor, outline_uv, slot_hw: tuple[int, int]) -> torch.Tensor:

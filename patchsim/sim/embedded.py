@@ -200,12 +200,7 @@ class EmbeddedSimulator(Simulator):
             if self._buffers is not None:
                 self._buffers.close()
             self._buffers = _Buffers(cam_spec.width_px, cam_spec.height_px)
-        if self._scene is not None:
-            # free the textures on every graphics context now: the process-wide engine outlives this
-            # simulator, and a stale prepared texture could otherwise be picked up by a later one
-            for tex in self._scene.root.find_all_textures():
-                tex.release_all()
-            self._scene.root.remove_node()
+        self._drop_scene()
         self.layout = build_layout(scenario, self.light.sun_azimuth_deg, self.light.sun_elevation_deg)
         self._scene = build_scene(self.layout, scenario, self.light, self._buffers.label_cam)
         self._buffers.rig.reparent_to(self._scene.root)
@@ -265,14 +260,18 @@ class EmbeddedSimulator(Simulator):
         self._require()
         return self.layout.road
 
-    def close(self) -> None:
+    def _drop_scene(self) -> None:
+        """Remove the scene and free its textures on every graphics context now: the process-wide engine
+        outlives this simulator, and a stale prepared texture could otherwise be drawn by a later one (a
+        data set generated twice in one process once differed in a distant sign's pixels)."""
         if self._scene is not None:
-            # free the textures on every graphics context now: the process-wide engine outlives this
-            # simulator, and a stale prepared texture could otherwise be picked up by a later one
             for tex in self._scene.root.find_all_textures():
                 tex.release_all()
             self._scene.root.remove_node()
             self._scene = None
+
+    def close(self) -> None:
+        self._drop_scene()
         if self._buffers is not None:
             self._buffers.close()
             self._buffers = None
