@@ -261,7 +261,7 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
                 entry["steer_change_to_side_deg"] = round(tie, 3)  # mean, signed towards steer_direction
             state["evals"].append(entry)
             # the success rate first; a steering patch with the same rate wins by its mean change
-            if (score, tie) > (state["best_score"], state.get("best_tiebreak", -math.inf)):
+            if (score, tie) > (state["best_score"], state["best_tiebreak"]):
                 state["best_score"], state["best_tiebreak"], state["best_step"] = score, tie, step + 1
                 state["best_colours"] = patch.image().detach().clone()
             if writer:

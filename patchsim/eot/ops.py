@@ -65,21 +65,6 @@ def sample_patch(patch: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(patch.to(grid.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def warp_patch(patch: torch.Tensor, H: torch.Tensor, origin: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
-    """Warp a patch into an image window by inverse mapping (bilinear, zero outside the patch).
-
-    Args:
-        patch: (B or 1, C, h, w) in patch coordinates.
-        H: (B, 3, 3) patch -> image homographies.
-        origin: (B, 2) image coordinates (x, y) of the window's top-left corner.
-        size_hw: (S_h, S_w) window size in pixels.
-
-    Returns:
-        (B, C, S_h, S_w): the patch as it appears in each window.
-    """
-    return sample_patch(patch, patch_grid(H, origin, size_hw, tuple(patch.shape[-2:])))
-
-
 def colour_temperature_gains(kelvin_shift: torch.Tensor) -> torch.Tensor:
     """Per-channel white-balance gains (B, 3) for a shift in mired-like units (-1 cool .. +1 warm)."""
     t = kelvin_shift[:, None]

@@ -190,10 +190,8 @@ class EOT:
         if not differentiable or roi.area > 0.4 * out_h * out_w or not roi.aligned:
             # nothing to differentiate, the slot fills much of the frame, or the window cannot align
             # with the frame's JPEG blocks: one pass over everything
-            images = self._frames(params, bank, device)
-            pivot = self.cfg.lighting.pivot(images, params["lighting"]).detach()  # the clean frame's
+            images, pivot, noise = self._clean_frames(params, bank, device)
             composed = _paste(images, _blend(_window(images, roi), shade, warped, cover, occ_col), roi.origin)
-            noise = self.cfg.noise.noise(params["noise"], (3, out_h, out_w), device)
             images = self._camera(composed, params, pivot, noise)
         else:
             # the clean frames through the camera without autograd (or reused), and a differentiable
@@ -214,9 +212,7 @@ class EOT:
     def background(self, params: dict, bank: SceneBank, device: str | torch.device | None = None) -> Background:
         """The samples' clean frames (no patch, no occluder) through the camera, and their contrast pivots."""
         device = torch.device(device) if device is not None else bank.images.device
-        images = self._frames(params, bank, device)
-        pivot = self.cfg.lighting.pivot(images, params["lighting"])
-        noise = self.cfg.noise.noise(params["noise"], tuple(images.shape[1:]), device)
+        images, pivot, noise = self._clean_frames(params, bank, device)
         return Background(self._camera(images, params, pivot, noise), pivot, params["scene"].cpu(),
                           params["crop"]["origin"].cpu())
 
@@ -225,12 +221,16 @@ class EOT:
         size = int(params["crop"]["size"][0])
         return (size, size) if size else bank.hw
 
-    def _frames(self, params: dict, bank: SceneBank, device: torch.device) -> torch.Tensor:
-        """(B, 3, S, S) the samples' scene frames (or crop windows of them) in [0, 1]."""
+    def _clean_frames(self, params: dict, bank: SceneBank,
+                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The samples' scene frames (or crop windows of them) (B, 3, S, S) in [0, 1], the contrast pivots (B,)
+        of these clean frames, and their sensor noise (B, 3, S, S)."""
         scene = params["scene"].to(bank.images.device)
         size = int(params["crop"]["size"][0])
         imgs = _cut(bank.images, scene, params["crop"]["origin"].to(device), size, size) if size else bank.images[scene]
-        return imgs.to(device=device, dtype=torch.float32).div_(255.0)
+        images = imgs.to(device=device, dtype=torch.float32).div_(255.0)
+        pivot = self.cfg.lighting.pivot(images, params["lighting"]).detach()
+        return images, pivot, self.cfg.noise.noise(params["noise"], tuple(images.shape[1:]), device)
 
     def _camera(self, x: torch.Tensor, params: dict, pivot: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Camera and atmosphere effects on (B, 3, H, W) images (or windows of them); the result is in [0, 1]."""

@@ -53,8 +53,8 @@ def test_homography_places_a_known_patch_on_known_corners():
     patch[:20, 20:] = [0, 1, 0]
     corners = np.float32([[60, 30], [150, 40], [140, 120], [70, 110]])
     H = ops.quad_homography((40, 40), torch.from_numpy(corners)[None].double())
-    warped = ops.warp_patch(torch.from_numpy(patch).permute(2, 0, 1)[None].double(), H, torch.zeros(1, 2).double(),
-                            (160, 200))[0].permute(1, 2, 0).numpy()
+    grid = ops.patch_grid(H, torch.zeros(1, 2).double(), (160, 200), (40, 40))
+    warped = ops.sample_patch(torch.from_numpy(patch).permute(2, 0, 1)[None].double(), grid)[0].permute(1, 2, 0).numpy()
     # OpenCV puts pixel centres at integers; patchsim at +0.5
     shift = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
     H_cv = shift @ H[0].numpy() @ np.linalg.inv(shift)
@@ -157,8 +157,8 @@ def test_blur_and_warp_pass_gradcheck():
                                                        torch.tensor([0.4], dtype=torch.float64), radius=2), (x,))
     H = ops.quad_homography((9, 9), torch.tensor([[[1.0, 1.0], [8.0, 2.0], [7.0, 8.0], [2.0, 7.0]]],
                                                  dtype=torch.float64))
-    assert torch.autograd.gradcheck(lambda t: ops.warp_patch(t, H, torch.zeros(1, 2, dtype=torch.float64), (10, 10)),
-                                    (x,))
+    grid = ops.patch_grid(H, torch.zeros(1, 2, dtype=torch.float64), (10, 10), tuple(x.shape[-2:]))
+    assert torch.autograd.gradcheck(lambda t: ops.sample_patch(t, grid), (x,))
 
 
 def test_jpeg_like_is_close_to_identity_at_high_quality_and_lossy_at_low():
