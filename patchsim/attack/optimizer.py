@@ -107,7 +107,10 @@ class Objective:
     def __call__(self, patch: Patch, bank: SceneBank, params: dict,
                  background: Background | None = None) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
-        batch = self.eot.render(patch.image(), patch.mask, params, bank, device=cfg.device, background=background)
+        img = patch.image()
+        seen = self.eot.printed(img)  # once for the render and the printability score
+        batch = self.eot.render(seen, patch.mask, params, bank, device=cfg.device, background=background,
+                                printed=True)
         with _autocast(cfg):
             if cfg.is_steer:
                 per = steer_loss(self.victim(batch.images).float(), cfg.steer_direction)
@@ -116,9 +119,7 @@ class Objective:
                 per = detector_loss(self.victim, raw, batch.boxes, cfg.goal, cfg.source_class, cfg.target_class,
                                     cfg.loss_space)
         attack = per.float().mean()
-        img = patch.image()
         tv = total_variation(img, patch.mask)
-        seen = self.eot.profile.apply(img[None])[0] if self.eot.profile is not None else img
         nps = non_printability(seen, self.palette, patch.mask)
         loss = attack + cfg.tv_weight * tv + cfg.nps_weight * nps
         if cfg.similarity_weight:

@@ -30,30 +30,29 @@ def quad_homography(patch_wh: tuple[int, int], corners: torch.Tensor) -> torch.T
     return get_perspective_transform(src.expand(corners.shape[0], 4, 2).contiguous(), corners)
 
 
-def patch_grid(H: torch.Tensor, origin: torch.Tensor, size_hw: tuple[int, int],
-               patch_hw: tuple[int, int]) -> torch.Tensor:
+def patch_grid(H: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, patch_hw: tuple[int, int]) -> torch.Tensor:
     """Where each pixel of an image window falls in the patch: the sampling grid of :func:`sample_patch`.
 
     Args:
         H: (B, 3, 3) patch -> image homographies.
-        origin: (B, 2) image coordinates (x, y) of the window's top-left corner.
-        size_hw: (S_h, S_w) window size in pixels. patch_hw: (h, w) of the patch in pixels.
+        xs: (B, S_w) image columns and ys: (B, S_h) image rows of the window's pixels (each row of the
+            window is at ``ys[b, i]``, each column at ``xs[b, j]``; pixel centres are at + 0.5).
+        patch_hw: (h, w) of the patch in pixels.
 
     Returns:
         (B, S_h, S_w, 2) normalized patch coordinates (``grid_sample``'s convention, -1..1 across the patch).
     """
-    b = H.shape[0]
-    sh, sw = size_hw
     h, w = patch_hw
-    ys, xs = torch.meshgrid(torch.arange(sh, device=H.device, dtype=H.dtype) + 0.5,
-                            torch.arange(sw, device=H.device, dtype=H.dtype) + 0.5, indexing="ij")
-    pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)], 0)  # (3, S)
-    pts = pts[None] + torch.cat([origin, torch.zeros(b, 1, device=H.device, dtype=H.dtype)], 1)[..., None]
-    src = torch.bmm(torch.linalg.inv(H), pts)  # (B, 3, S): patch coordinates (inverse once, then a cheap product)
-    z = src[:, 2:3]
-    z = torch.where(z.abs() < 1e-9, torch.full_like(z, 1e-9), z)
-    px, py = src[:, 0] / z[:, 0], src[:, 1] / z[:, 0]
-    return torch.stack([px / w * 2 - 1, py / h * 2 - 1], -1).reshape(b, sh, sw, 2)
+    inv = torch.linalg.inv(H)  # image -> patch
+    x = (xs.to(H.dtype) + 0.5)[:, None, :]  # (B, 1, S_w)
+    y = (ys.to(H.dtype) + 0.5)[:, :, None]  # (B, S_h, 1)
+
+    def row(k: int) -> torch.Tensor:  # (B, S_h, S_w): row k of inv applied to (x, y, 1)
+        return inv[:, k, 0, None, None] * x + (inv[:, k, 1, None, None] * y + inv[:, k, 2, None, None])
+
+    z = row(2)
+    z = torch.where(z.abs() < 1e-9, 1e-9, z)
+    return torch.stack([row(0) / z * (2 / w) - 1, row(1) / z * (2 / h) - 1], -1)
 
 
 def sample_patch(patch: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -69,6 +68,61 @@ def colour_temperature_gains(kelvin_shift: torch.Tensor) -> torch.Tensor:
     """Per-channel white-balance gains (B, 3) for a shift in mired-like units (-1 cool .. +1 warm)."""
     t = kelvin_shift[:, None]
     return torch.cat([1 + 0.12 * t, torch.ones_like(t), 1 - 0.12 * t], 1)
+
+
+def clamp(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """``x.clamp(lo, hi)``, with a backward that is one product with the mask the forward keeps (autograd's
+    own compares the input with both bounds again)."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return x.clamp(lo, hi)
+    return _Clamp.apply(x, lo, hi)
+
+
+class _Clamp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, lo, hi):
+        y = x.clamp(lo, hi)
+        ctx.save_for_backward(y == x)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None
+
+
+def exposure_gamma(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """``clamp(x * scale + offset, 1e-4, 1) ** gamma`` per image and channel: exposure, contrast and tone curve.
+
+    Args:
+        x: (B, C, H, W). scale: (B, C). offset: (B,) or (B, C). gamma: (B,).
+
+    In place when nothing needs a gradient. With gradients, one custom step: the forward keeps the
+    derivative (zero where the clamp holds), so the backward is one product instead of a power's and a
+    clamp's backward.
+    """
+    scale = scale[..., None, None].to(x)
+    offset = (offset[:, None] if offset.dim() == 1 else offset)[..., None, None].to(x)
+    gamma = gamma[:, None, None, None].to(x)
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return torch.addcmul(offset, x, scale).clamp_(1e-4, 1).pow_(gamma)
+    return _ExposureGamma.apply(x, scale, offset, gamma)
+
+
+class _ExposureGamma(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale, offset, gamma):
+        u = torch.addcmul(offset, x, scale)
+        v = u.clamp(1e-4, 1)
+        y = v.pow(gamma)
+        d = (y / v).mul_(gamma * scale).masked_fill_(u != v, 0)  # dy/dx
+        ctx.save_for_backward(d)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (d,) = ctx.saved_tensors
+        return grad * d, None, None, None
 
 
 _DCT = None
@@ -98,22 +152,11 @@ def _quality_scale(quality: torch.Tensor) -> torch.Tensor:
     return torch.where(q < 50, 5000 / q, 200 - 2 * q) / 100
 
 
-class _RoundStraightThrough(torch.autograd.Function):
-    """``round`` forward, identity backward (one pass each way)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        return torch.round(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad
-
-
 def jpeg_like(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    """JPEG-like compression: YCbCr, 8x8 DCT, quantization with a straight-through rounding, inverse.
+    """JPEG-like compression: YCbCr, 8x8 DCT, quantization, inverse; the result clamped to [0, 1].
 
-    Differentiable (the rounding passes gradients straight through). Chroma is quantized with the
+    Differentiable with the rounding passed straight through (BPDA), which makes the round trip's
+    gradient the identity inside [0, 1] (:class:`_JpegStraightThrough`). Chroma is quantized with the
     chroma table, without subsampling. Sides that are not multiples of 8 are padded by replication.
     The 2-D DCT of every block is one matrix product with the 64 x 64 Kronecker DCT matrix, with each
     image's quantization table folded into it (and back out in the inverse).
@@ -121,29 +164,65 @@ def jpeg_like(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     Args:
         images: (B, 3, H, W) in [0, 1]. quality: (B,) JPEG quality 1..100.
     """
+    return _JpegStraightThrough.apply(images, quality)
+
+
+_JPEG_CONSTANTS: dict = {}
+
+
+def _jpeg_constants(device, dtype) -> tuple[torch.Tensor, ...]:
+    """(to YCbCr x 255, from YCbCr / 255, level shift (3,), Kronecker DCT (64, 64), base tables (3, 64)), cached."""
+    key = (str(device), dtype)
+    if key not in _JPEG_CONSTANTS:
+        def t(v):
+            return torch.tensor(v, dtype=dtype, device=device)
+        to_ycc = t([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]) * 255
+        from_ycc = t([[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]]) / 255
+        d = _dct_matrix(device, dtype)
+        # vec(D X D^T) = (D kron D) vec(X)
+        _JPEG_CONSTANTS[key] = (to_ycc, from_ycc, t([127.5, 0.0, 0.0]), torch.kron(d, d), torch.stack([t(_QY), t(_QC), t(_QC)]))
+    return _JPEG_CONSTANTS[key]
+
+
+@torch.no_grad()
+def _jpeg_round_trip(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """JPEG-like round trip of (B, 3, H, W) images in [0, 1], before the final clamp."""
     b, _, h, w = images.shape
     ph, pw = (-h) % 8, (-w) % 8
     x = F.pad(images, (0, pw, 0, ph), mode="replicate") if ph or pw else images
-    to_ycc = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
-                          dtype=images.dtype, device=images.device)
-    ycc = torch.einsum("ij,bjhw->bihw", to_ycc * 255, x) - torch.tensor(
-        [127.5, 0, 0], dtype=images.dtype, device=images.device)[:, None, None]
+    to_ycc, from_ycc, shift, kron, base = _jpeg_constants(images.device, images.dtype)
+    ycc = torch.einsum("ij,bjhw->bihw", to_ycc, x) - shift[:, None, None]
     H, W = ycc.shape[-2:]
     blocks = ycc.reshape(b, 3, H // 8, 8, W // 8, 8).permute(0, 1, 2, 4, 3, 5).reshape(b, 3, -1, 64)
-    d = _dct_matrix(images.device, images.dtype)
-    kron = torch.kron(d, d)  # (64, 64): vec(D X D^T) = (D kron D) vec(X)
     scale = _quality_scale(quality.to(images.dtype)).reshape(b, 1, 1)
-    qy = torch.tensor(_QY, dtype=images.dtype, device=images.device)
-    qc = torch.tensor(_QC, dtype=images.dtype, device=images.device)
-    table = (torch.stack([qy, qc, qc])[None] * scale).clamp(min=1)  # (B, 3, 64)
-    q = blocks @ (kron.T / table[:, :, None, :])  # DCT coefficients over the table
-    rec = _RoundStraightThrough.apply(q) @ (table[..., None] * kron)
+    table = (base[None] * scale).clamp(min=1)  # (B, 3, 64)
+    q = torch.round(blocks @ (kron.T / table[:, :, None, :]))  # quantized DCT coefficients
+    rec = q @ (table[..., None] * kron)
     rec = rec.reshape(b, 3, H // 8, W // 8, 8, 8).permute(0, 1, 2, 4, 3, 5).reshape(b, 3, H, W)
-    rec = rec + torch.tensor([127.5, 0, 0], dtype=images.dtype, device=images.device)[:, None, None]
-    from_ycc = torch.tensor([[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]],
-                            dtype=images.dtype, device=images.device)
-    out = torch.einsum("ij,bjhw->bihw", from_ycc / 255, rec)
-    return out[..., :h, :w].clamp(0, 1)
+    rec = rec + shift[:, None, None]
+    return torch.einsum("ij,bjhw->bihw", from_ycc, rec)[..., :h, :w]
+
+
+class _JpegStraightThrough(torch.autograd.Function):
+    """JPEG-like forward; the backward passes the gradient straight through, inside [0, 1].
+
+    With the rounding taken as the identity (BPDA), the round trip is linear and its Jacobian is the
+    identity: the DCT is orthonormal (K^T K = I), each quantization table divides and multiplies back,
+    and the two colour matrices are each other's inverse. So the backward is the final clamp's mask
+    alone, with no graph of blocks, matrix products and colour transforms to keep or run.
+    """
+
+    @staticmethod
+    def forward(ctx, images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        out = _jpeg_round_trip(images, quality)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward((out >= 0) & (out <= 1))
+        return out.clamp_(0, 1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None
 
 
 #: kernel taps below this share of the kernel's largest are set to zero. Narrow Gaussians otherwise have
@@ -165,11 +244,17 @@ def gaussian_kernel1d(sigma: torch.Tensor, radius: int) -> torch.Tensor:
     return k / k.sum(1, keepdim=True)
 
 
+#: the blur kernels reach this far (their size is 2 r + 1)
+BLUR_RADIUS_PX = 3
+
+
 def blur(images: torch.Tensor, sigma: torch.Tensor, motion_px: torch.Tensor, motion_angle_rad: torch.Tensor,
-         radius: int = 3) -> torch.Tensor:
+         radius: int = BLUR_RADIUS_PX, context: bool = False) -> torch.Tensor:
     """Defocus (Gaussian, ``sigma`` px) and linear motion blur (``motion_px`` long at an angle), per image.
 
-    Builds one (2r+1)^2 kernel per image and applies it as a grouped convolution.
+    Builds one (2r+1)^2 kernel per image and applies it as a grouped convolution. The image edges are
+    padded by replication, unless ``context``: then ``images`` carry ``radius`` px of context on each side
+    and the result is the interior, ``radius`` px smaller on each side.
     """
     b, c, h, w = images.shape
     g = gaussian_kernel1d(sigma, radius).to(images.dtype)
@@ -191,5 +276,12 @@ def blur(images: torch.Tensor, sigma: torch.Tensor, motion_px: torch.Tensor, mot
         kernel = kernel / kernel.sum((1, 2), keepdim=True)
         kernel = torch.where((motion_px > 0)[:, None, None], kernel, still)  # a still image stays unsmeared
     weight = kernel[:, None].repeat_interleave(c, 0)  # (B*C, 1, k, k)
-    x = F.pad(images.reshape(1, b * c, h, w), (radius,) * 4, mode="replicate")
-    return F.conv2d(x, weight, groups=b * c).reshape(b, c, h, w)
+    x = images.reshape(1, b * c, h, w)
+    if context:
+        h, w = h - 2 * radius, w - 2 * radius
+    else:
+        x = F.pad(x, (radius,) * 4, mode="replicate")
+    # channels-last: the depthwise convolution vectorizes over the B*C images
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = F.conv2d(x, weight.contiguous(memory_format=torch.channels_last), groups=b * c)
+    return y.contiguous().reshape(b, c, h, w)

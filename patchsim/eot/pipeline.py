@@ -40,6 +40,7 @@ from patchsim.eot.transforms import (
     Placement,
     PrinterError,
     SensorNoise,
+    select,
 )
 
 
@@ -89,6 +90,7 @@ class Background:
     pivot: torch.Tensor
     scene: torch.Tensor
     origin: torch.Tensor
+    used: bool = False  # a render writes its patch window into ``images``: one render per background
 
     def select(self, index: torch.Tensor) -> Background:
         return Background(self.images[index.to(self.images.device)], self.pivot[index.to(self.pivot.device)],
@@ -149,13 +151,21 @@ class EOT:
 
     # ------------------------------------------------------------------ rendering
 
+    def printed(self, colours: torch.Tensor) -> torch.Tensor:
+        """(3, h, w) the colours as printed by the printer profile (the same colours without one)."""
+        return self.profile.apply(colours[None])[0] if self.profile is not None else colours
+
     def render(self, colours: torch.Tensor | None, mask: torch.Tensor | None, params: dict, bank: SceneBank,
-               device: str | torch.device | None = None, background: Background | None = None) -> EOTBatch:
+               device: str | torch.device | None = None, background: Background | None = None,
+               printed: bool = False) -> EOTBatch:
         """Render sampled conditions, with the patch (``colours`` (3, h, w), ``mask`` (1, h, w)) or without it
-        (``colours=None``: the clean slot under the same conditions).
+        (``colours=None``: the clean slot under the same conditions). ``printed``: ``colours`` already went
+        through :meth:`printed`.
 
         ``background``: the clean frames of these samples through the camera (:meth:`background`),
-        rendered earlier and reused; only the window around the slot is then rendered anew.
+        rendered earlier and reused; only the window around the slot is then rendered anew, and written
+        into ``background.images`` in place (no copy of the frames), so a background serves one render
+        (:meth:`BackgroundPool.draw <patchsim.eot.pool.BackgroundPool.draw>` gives a fresh one each step).
         """
         device = torch.device(device) if device is not None else bank.images.device
         scene = params["scene"].to(bank.images.device)
@@ -169,9 +179,7 @@ class EOT:
         occ = Occlusion.alpha(params["occlusion"], slot_hw, device)  # (B, 1, h, w)
         seen = None
         if colours is not None:
-            seen = colours[None].to(device)
-            if self.profile is not None:
-                seen = self.profile.apply(seen)
+            seen = (colours if printed else self.printed(colours))[None].to(device)
             seen = self.cfg.printer_error.apply(seen.expand(b, -1, -1, -1), {k: v.to(device) for k, v in
                                                                               params["printer_error"].items()})
             cover = torch.cat([mask[None].to(device).expand(b, -1, -1, -1), occ], 1)
@@ -180,37 +188,53 @@ class EOT:
         occ_col = params["occlusion"]["colour"].to(device)
         out_h, out_w = out_hw
         roi = _roi(corners, out_hw)
-        grid = ops.patch_grid(H, roi.origin.float(), (roi.h, roi.w), slot_hw)
-        # colours and coverage warped apart: only the colours carry gradients
-        warped = ops.sample_patch(seen, grid) if seen is not None else None
-        cover = ops.sample_patch(cover, grid)
-        # light on the slot, window only, read straight from the bank's frames
-        shade = _cut(bank.shade, scene, origin + roi.origin, roi.h, roi.w).to(device).float()
-        differentiable = torch.is_grad_enabled() and warped is not None and warped.requires_grad
+        differentiable = torch.is_grad_enabled() and seen is not None and seen.requires_grad
         if not differentiable or roi.area > 0.4 * out_h * out_w or not roi.aligned:
             # nothing to differentiate, the slot fills much of the frame, or the window cannot align
             # with the frame's JPEG blocks: one pass over everything
+            ys, xs = _pixels(roi.origin[:, 1], roi.h, out_h), _pixels(roi.origin[:, 0], roi.w, out_w)
+            warped, cover, shade = self._slot_layer(seen, cover, H, ys, xs, slot_hw, bank, scene, origin)
             images, pivot, noise = self._clean_frames(params, bank, device)
             composed = _paste(images, _blend(_window(images, roi), shade, warped, cover, occ_col), roi.origin)
             images = self._camera(composed, params, pivot, noise)
         else:
-            # the clean frames through the camera without autograd (or reused), and a differentiable
-            # pass over the window around the slot only; the window's interior replaces the frame there
+            # the clean frames through the camera without autograd (or reused), and a differentiable pass over
+            # the window around the slot only. The window carries the blur's reach of real context on each
+            # side (replicated past the frame's edges, as the full pass pads), so every one of its pixels, and
+            # every JPEG block, is the full pass's own: the whole window replaces the frame there
             if background is None:
                 background = self.background(params, bank, device)
             background.check(params, out_hw)
-            region = _cut(bank.images, scene, origin + roi.origin, roi.h, roi.w).to(device=device,
-                                                                                    dtype=torch.float32) / 255.0
+            if background.used:
+                raise ValueError("this background was already rendered into (its frames now hold a patch); "
+                                 "draw a fresh one for each render")
+            background.used = True
+            r = ops.BLUR_RADIUS_PX
+            ys = _pixels(roi.origin[:, 1], roi.h, out_h, context=r)
+            xs = _pixels(roi.origin[:, 0], roi.w, out_w, context=r)
+            warped, cover, shade = self._slot_layer(seen, cover, H, ys, xs, slot_hw, bank, scene, origin)
+            region = _gather(bank.images, scene, ys + origin[:, 1:2], xs + origin[:, 0:1]).to(
+                device=device, dtype=torch.float32).div_(255.0)
             roi_in = _blend(region, shade, warped, cover, occ_col)
             noise = self.cfg.noise.noise(params["noise"], (3, roi.h, roi.w), device, origin=roi.origin)
-            roi_out = self._camera(roi_in, params, background.pivot, noise)
-            images = _paste(background.images.to(device), roi_out, roi.origin, inner=ROI_EDGE_PX)
+            roi_out = self._camera(roi_in, params, background.pivot, noise, context=True)
+            images = _paste(background.images.to(device), roi_out, roi.origin)
         boxes = outline_boxes(H, bank.outline_uv, slot_hw)
         return EOTBatch(images, boxes, corners)
 
     @torch.no_grad()
     def background(self, params: dict, bank: SceneBank, device: str | torch.device | None = None) -> Background:
-        """The samples' clean frames (no patch, no occluder) through the camera, and their contrast pivots."""
+        """The samples' clean frames (no patch, no occluder) through the camera, and their contrast pivots.
+
+        Rendered BACKGROUND_CHUNK samples at a time: on the CPU, tensors of many frames are slower per
+        frame (each operation's result is fresh memory the system must map and zero): in the optimizer's
+        loop a pool of 48 took 199 ms on average in chunks of 12 against 240 ms at once (14 pools each)."""
+        n = int(params["scene"].shape[0])
+        if n > BACKGROUND_CHUNK:
+            parts = [self.background(select(params, torch.arange(i, min(i + BACKGROUND_CHUNK, n))), bank, device)
+                     for i in range(0, n, BACKGROUND_CHUNK)]
+            return Background(torch.cat([p.images for p in parts]), torch.cat([p.pivot for p in parts]),
+                              params["scene"].cpu(), params["crop"]["origin"].cpu())
         device = torch.device(device) if device is not None else bank.images.device
         images, pivot, noise = self._clean_frames(params, bank, device)
         return Background(self._camera(images, params, pivot, noise), pivot, params["scene"].cpu(),
@@ -232,22 +256,41 @@ class EOT:
         pivot = self.cfg.lighting.pivot(images, params["lighting"]).detach()
         return images, pivot, self.cfg.noise.noise(params["noise"], tuple(images.shape[1:]), device)
 
-    def _camera(self, x: torch.Tensor, params: dict, pivot: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Camera and atmosphere effects on (B, 3, H, W) images (or windows of them); the result is in [0, 1]."""
+    @staticmethod
+    def _slot_layer(seen: torch.Tensor | None, cover: torch.Tensor, H: torch.Tensor, ys: torch.Tensor,
+                    xs: torch.Tensor, slot_hw: tuple[int, int], bank: SceneBank, scene: torch.Tensor,
+                    origin: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """The patch's colours (B, 3, h, w) (None without a patch), its and the occluder's coverage (B, 2, h, w)
+        and the slot's light (B, 3, h, w) at the window pixels ``ys`` (B, h) and ``xs`` (B, w) (of the frame or
+        crop window whose top-left is at ``origin`` (B, 2) in the bank's frames)."""
+        grid = ops.patch_grid(H, xs, ys, slot_hw)
+        # colours and coverage warped apart: only the colours carry gradients
+        warped = ops.sample_patch(seen, grid) if seen is not None else None
+        cover = ops.sample_patch(cover, grid)
+        shade = _gather(bank.shade, scene, ys + origin[:, 1:2], xs + origin[:, 0:1]).to(device=cover.device,
+                                                                                        dtype=torch.float32)
+        return warped, cover, shade
+
+    def _camera(self, x: torch.Tensor, params: dict, pivot: torch.Tensor, noise: torch.Tensor,
+                context: bool = False) -> torch.Tensor:
+        """Camera and atmosphere effects on (B, 3, H, W) images (or windows of them); the result is in [0, 1].
+
+        ``context``: ``x`` carries ``ops.BLUR_RADIUS_PX`` px of context on each side, which the blur uses in
+        place of padding and the result leaves out (``noise`` has the size of the result)."""
         x = self.cfg.lighting.apply(x, params["lighting"], mean=pivot)
         x = self.cfg.haze.apply(x, params["haze"])
-        x = self.cfg.blur.apply(x, params["blur"])
+        x = self.cfg.blur.apply(x, params["blur"], context=context)
         x = self.cfg.noise.apply(x, params["noise"], noise=noise)
-        return self.cfg.compression.apply(x.clamp(0, 1), params["compression"])
+        return self.cfg.compression.apply(ops.clamp(x, 0, 1), params["compression"])
 
 
-#: the differentiable window reaches this far past the slot. The patch changes pixels up to the blur
-#: radius (3) past it, and JPEG spreads that over their 8 px block (7 more); the outer ROI_EDGE_PX of the
-#: window are not pasted: 3 + 7 + 8 = 18
-ROI_MARGIN_PX = 18
-#: values within one JPEG block of a window edge are inexact (the blur there sees the window's padding,
-#: and JPEG spreads that over the block) and not pasted: the frame keeps its own
-ROI_EDGE_PX = 8
+#: clean backgrounds are rendered this many samples at a time (:meth:`EOT.background`)
+BACKGROUND_CHUNK = 12
+
+#: the patch changes pixels this far past the slot's corners: the blur's reach (ops.BLUR_RADIUS_PX) and one
+#: more for bilinear sampling, plus one. The window is then widened to whole JPEG blocks, so every block the
+#: patch reaches is inside it
+ROI_MARGIN_PX = 5
 
 
 @dataclass
@@ -274,6 +317,29 @@ def _roi(corners: torch.Tensor, frame_hw: tuple[int, int]) -> _Roi:
     return _Roi(start, size_h, size_w, aligned=bool((start % 8 == 0).all()))
 
 
+def _pixels(start: torch.Tensor, size: int, limit: int, context: int = 0) -> torch.Tensor:
+    """(B, size + 2 context) pixel indices ``start - context .. start + size + context - 1`` along one axis,
+    clamped to ``0 .. limit - 1`` (what replicate padding reads past an edge)."""
+    steps = torch.arange(-context, size + context, device=start.device)
+    return (start[:, None] + steps[None]).clamp(0, limit - 1)
+
+
+def _gather(source: torch.Tensor, index: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w): ``source[index[i], :, ys[i]][:, :, xs[i]]`` for each sample; ``source`` (N, C, H, W),
+    ``ys`` (B, h) and ``xs`` (B, w) ascending pixel indices (repeats allowed: a replicated edge). A slice per
+    sample, indexed again only where indices repeat."""
+    sh, sw = ys.shape[1], xs.shape[1]
+    parts = []
+    for k, y, x in zip(index.tolist(), ys.tolist(), xs.tolist()):
+        box = source[k, :, y[0]:y[-1] + 1, x[0]:x[-1] + 1]
+        if box.shape[1] != sh:
+            box = box.index_select(1, torch.tensor(y, device=box.device) - y[0])
+        if box.shape[2] != sw:
+            box = box.index_select(2, torch.tensor(x, device=box.device) - x[0])
+        parts.append(box)
+    return torch.stack(parts)
+
+
 def _cut(source: torch.Tensor, index, origin: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """(B, C, h, w): ``source[index[i], :, y:y + h, x:x + w]`` for each sample, ``origin`` (B, 2) as (x, y)."""
     index = index.tolist() if torch.is_tensor(index) else list(index)
@@ -285,22 +351,28 @@ def _window(x: torch.Tensor, roi: _Roi) -> torch.Tensor:
     return _cut(x, range(x.shape[0]), roi.origin, roi.h, roi.w)
 
 
-def _paste(frame: torch.Tensor, win: torch.Tensor, origin: torch.Tensor, inner: int = 0) -> torch.Tensor:
-    """``frame`` with each window (B, C, sh, sw) written at its origin; ``inner`` px of window edges that are
-    not frame edges keep the frame's values. One scatter, so gradients flow to ``win`` cheaply."""
-    b, c, h, w = frame.shape
-    sh, sw = win.shape[-2:]
-    dev = frame.device
-    oy, ox = origin[:, 1:2].to(dev), origin[:, 0:1].to(dev)
-    ly, lx = torch.arange(sh, device=dev), torch.arange(sw, device=dev)
-    keep_y = ((ly[None] >= inner) | (oy == 0)) & ((ly[None] < sh - inner) | (oy + sh == h))
-    keep_x = ((lx[None] >= inner) | (ox == 0)) & ((lx[None] < sw - inner) | (ox + sw == w))
-    keep = (keep_y[:, :, None] & keep_x[:, None, :]).reshape(b, 1, sh * sw)
-    index = ((ly[None, :, None] + oy[:, :, None]) * w + (lx[None, None, :] + ox[:, :, None]))
-    index = index.reshape(b, 1, sh * sw).expand(b, c, sh * sw)
-    flat = frame.reshape(b, c, h * w)
-    values = torch.where(keep, win.reshape(b, c, sh * sw), flat.gather(2, index))
-    return flat.scatter(2, index, values).reshape(b, c, h, w)
+def _paste(frame: torch.Tensor, win: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
+    """``frame`` (B, C, H, W) with each window (B, C, sh, sw) written at its origin (B, 2) (x, y), in place.
+    ``frame`` must not need gradients (clean frames); gradients flow to ``win``, without the copy of the
+    whole frame a scatter's backward makes."""
+    if frame.requires_grad:
+        raise ValueError("_paste writes into the frame in place; it takes clean frames, which need no gradient")
+    return _PasteInPlace.apply(frame, win, origin)
+
+
+class _PasteInPlace(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, frame: torch.Tensor, win: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
+        sh, sw = win.shape[-2:]
+        ctx.origin, ctx.saved_hw = origin, (sh, sw)
+        for i, (x, y) in enumerate(origin.tolist()):
+            frame[i, :, y:y + sh, x:x + sw] = win[i]
+        ctx.mark_dirty(frame)
+        return frame
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, _cut(grad, range(grad.shape[0]), ctx.origin, *ctx.saved_hw), None
 
 
 def _blend(region: torch.Tensor, light: torch.Tensor, warped: torch.Tensor | None, cover: torch.Tensor,

@@ -53,7 +53,7 @@ def test_homography_places_a_known_patch_on_known_corners():
     patch[:20, 20:] = [0, 1, 0]
     corners = np.float32([[60, 30], [150, 40], [140, 120], [70, 110]])
     H = ops.quad_homography((40, 40), torch.from_numpy(corners)[None].double())
-    grid = ops.patch_grid(H, torch.zeros(1, 2).double(), (160, 200), (40, 40))
+    grid = ops.patch_grid(H, torch.arange(200)[None], torch.arange(160)[None], (40, 40))
     warped = ops.sample_patch(torch.from_numpy(patch).permute(2, 0, 1)[None].double(), grid)[0].permute(1, 2, 0).numpy()
     # OpenCV puts pixel centres at integers; patchsim at +0.5
     shift = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
@@ -150,6 +150,24 @@ def test_differentiable_window_gives_the_same_pixels_as_one_full_pass():
     assert torch.allclose(split, exact, atol=1e-5)
 
 
+@pytest.mark.parametrize("crop_px", [0, 96])
+def test_differentiable_window_at_the_frame_edge_matches_the_full_pass(crop_px):
+    """A slot against the frame's (or crop window's) edge: the window's context is the replicated edge,
+    as the full pass pads it; the slot's light varies across the frame."""
+    g = torch.Generator().manual_seed(3)
+    bank = _bank()
+    bank.shade = (0.5 + torch.rand(bank.shade.shape, generator=g)).half()
+    bank.corners = torch.tensor([[[1.0, 2.0], [44.0, 1.0], [46.0, 40.0], [0.5, 42.0]]]).repeat(3, 1, 1)
+    eot = EOT(_identity_cfg(**STRONG, crop_px=crop_px))
+    params = eot.sample(bank, 6, torch.Generator().manual_seed(21))
+    colours = torch.rand(3, 24, 24, generator=g)
+    with torch.no_grad():
+        exact = eot.render(colours, torch.ones(1, 24, 24), params, bank).images
+    split = eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), params, bank)
+    assert split.images.requires_grad and (split.corners.min(1).values < 4).any()  # the slot is at the edge
+    assert torch.allclose(split.images, exact, atol=1e-5)
+
+
 def test_blur_and_warp_pass_gradcheck():
     x = torch.rand(1, 2, 9, 9, dtype=torch.float64, requires_grad=True)
     sig = torch.tensor([0.8], dtype=torch.float64)
@@ -157,7 +175,7 @@ def test_blur_and_warp_pass_gradcheck():
                                                        torch.tensor([0.4], dtype=torch.float64), radius=2), (x,))
     H = ops.quad_homography((9, 9), torch.tensor([[[1.0, 1.0], [8.0, 2.0], [7.0, 8.0], [2.0, 7.0]]],
                                                  dtype=torch.float64))
-    grid = ops.patch_grid(H, torch.zeros(1, 2, dtype=torch.float64), (10, 10), tuple(x.shape[-2:]))
+    grid = ops.patch_grid(H, torch.arange(10)[None], torch.arange(10)[None], tuple(x.shape[-2:]))
     assert torch.autograd.gradcheck(lambda t: ops.sample_patch(t, grid), (x,))
 
 
