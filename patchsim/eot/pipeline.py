@@ -10,7 +10,8 @@ and a 256 px window costs a fraction of a full frame. Held-out evaluation uses f
 
 When gradients are wanted, the clean frames go through the camera without autograd
 (:meth:`EOT.background`) and only a window around the slot is rendered again with the patch and
-differentiated; its interior replaces the frame there, so the pixels are those of one full pass.
+differentiated. The window covers whole JPEG blocks and carries the blur's reach of real context on
+each side, so it replaces the frame there whole and the pixels are those of one full pass.
 Contrast pivots on the clean frame's mean (the patch does not move the camera's exposure), which
 is what lets a clean background be rendered once and reused by several optimizer steps
 (:mod:`patchsim.eot.pool`).
@@ -364,7 +365,7 @@ class _PasteInPlace(torch.autograd.Function):
     @staticmethod
     def forward(ctx, frame: torch.Tensor, win: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
         sh, sw = win.shape[-2:]
-        ctx.origin, ctx.saved_hw = origin, (sh, sw)
+        ctx.origin, ctx.win_hw = origin, (sh, sw)
         for i, (x, y) in enumerate(origin.tolist()):
             frame[i, :, y:y + sh, x:x + sw] = win[i]
         ctx.mark_dirty(frame)
@@ -372,7 +373,7 @@ class _PasteInPlace(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return None, _cut(grad, range(grad.shape[0]), ctx.origin, *ctx.saved_hw), None
+        return None, _cut(grad, range(grad.shape[0]), ctx.origin, *ctx.win_hw), None
 
 
 def _blend(region: torch.Tensor, light: torch.Tensor, warped: torch.Tensor | None, cover: torch.Tensor,

@@ -65,6 +65,15 @@ def test_regularizers():
     on_palette = palette[:4].T.reshape(3, 2, 2)
     assert non_printability(on_palette, palette) < 1e-3
     assert non_printability(torch.zeros(3, 2, 2), palette) > 0.05  # pure black is outside the printer's gamut
+    # the same value and gradient as the distance to every palette colour and a minimum over them
+    g = torch.Generator().manual_seed(1)
+    seen = torch.rand(3, 16, 16, generator=g).requires_grad_(True)
+    mask = (torch.rand(1, 16, 16, generator=g) > 0.6).float() * torch.rand(1, 16, 16, generator=g)
+    full = torch.sqrt(((seen.reshape(3, -1).T[:, None] - palette[None]) ** 2).sum(-1) + 1e-8).min(1).values
+    brute = (full * mask.reshape(-1)).sum() / (mask.sum() + 1e-8)
+    fast = non_printability(seen, palette, mask)
+    assert torch.allclose(fast, brute)
+    assert torch.allclose(torch.autograd.grad(fast, seen)[0], torch.autograd.grad(brute, seen)[0])
 
 
 def test_target_init_paints_the_target_sign_and_needs_a_sign_kind():

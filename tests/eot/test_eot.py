@@ -179,6 +179,43 @@ def test_blur_and_warp_pass_gradcheck():
     assert torch.autograd.gradcheck(lambda t: ops.sample_patch(t, grid), (x,))
 
 
+def test_exposure_gamma_and_clamp_match_their_plain_forms_and_pass_gradcheck():
+    g = torch.Generator().manual_seed(2)
+    x = (torch.rand(3, 3, 5, 6, generator=g, dtype=torch.float64) * 1.6 - 0.3).requires_grad_(True)
+    scale = torch.rand(3, 3, generator=g, dtype=torch.float64) + 0.5
+    offset = torch.rand(3, generator=g, dtype=torch.float64) * 0.1
+    gamma = torch.rand(3, generator=g, dtype=torch.float64) + 0.6
+    plain = (x * scale[..., None, None] + offset[:, None, None, None]).clamp(1e-4, 1) ** gamma[:, None, None, None]
+    fused = ops.exposure_gamma(x, scale, offset, gamma)
+    assert torch.allclose(fused, plain)
+    w = torch.rand(plain.shape, generator=g, dtype=torch.float64)
+    assert torch.allclose(torch.autograd.grad(fused, x, w)[0], torch.autograd.grad(plain, x, w)[0])
+    assert torch.autograd.gradcheck(lambda t: ops.exposure_gamma(t, scale, offset, gamma), (x,))
+    assert torch.autograd.gradcheck(lambda t: ops.clamp(t, 0, 1), (x,))
+    with torch.no_grad():  # in place on its own result, same values
+        assert torch.equal(ops.exposure_gamma(x, scale, offset, gamma), fused.detach())
+
+
+def test_jpeg_like_backward_is_the_straight_through_round_trip():
+    """The custom backward (the clamp's mask) equals autograd through the round trip with a straight-through
+    rounding: the DCT, the tables and the colour matrices cancel."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.rand(2, 3, 16, 24, generator=g, dtype=torch.float64).requires_grad_(True)
+    quality = torch.tensor([30.0, 90.0], dtype=torch.float64)
+    to_ycc, from_ycc, shift, kron, base = ops._jpeg_constants(x.device, x.dtype)
+    ycc = torch.einsum("ij,bjhw->bihw", to_ycc, x) - shift[:, None, None]
+    blocks = ycc.reshape(2, 3, 2, 8, 3, 8).permute(0, 1, 2, 4, 3, 5).reshape(2, 3, -1, 64)
+    table = (base[None] * ops._quality_scale(quality).reshape(2, 1, 1)).clamp(min=1)
+    q = blocks @ (kron.T / table[:, :, None, :])
+    q = q + (torch.round(q) - q).detach()
+    rec = (q @ (table[..., None] * kron)).reshape(2, 3, 2, 3, 8, 8).permute(0, 1, 2, 4, 3, 5).reshape(2, 3, 16, 24)
+    reference = torch.einsum("ij,bjhw->bihw", from_ycc, rec + shift[:, None, None]).clamp(0, 1)
+    out = ops.jpeg_like(x, quality)
+    assert torch.allclose(out, reference)
+    w = torch.rand(out.shape, generator=g, dtype=torch.float64)
+    assert torch.allclose(torch.autograd.grad(out, x, w)[0], torch.autograd.grad(reference, x, w)[0], atol=1e-5)
+
+
 def test_jpeg_like_is_close_to_identity_at_high_quality_and_lossy_at_low():
     img = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
     smooth = torch.nn.functional.avg_pool2d(img, 5, 1, 2)
@@ -226,6 +263,9 @@ def test_reused_backgrounds_give_the_pixels_of_their_params_and_replay_from_any_
     assert json.dumps(params_to_json(again)) == json.dumps(params_to_json(drawn[5]))
     with pytest.raises(ValueError, match="cannot fill"):
         BackgroundPool(eot, bank, size=2, reuse=2.0, batch=3, seed=7)
+    # a background serves one render: its frames now hold that render's patch
+    with pytest.raises(ValueError, match="already rendered into"):
+        eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), params, bank, background=background)
     # a background of other samples is refused, not pasted into
     _, other = pool.draw(6, torch.Generator().manual_seed(1))
     with pytest.raises(ValueError, match="other samples"):
