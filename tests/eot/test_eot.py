@@ -272,6 +272,20 @@ def test_reused_backgrounds_give_the_pixels_of_their_params_and_replay_from_any_
         eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), drawn[5], bank, background=other)
 
 
+def test_backgrounds_rendered_in_chunks_equal_one_render(monkeypatch):
+    import patchsim.eot.pipeline as pipeline
+
+    bank = _bank()
+    eot = EOT(_identity_cfg(**STRONG, crop_px=96))
+    params = eot.sample(bank, pipeline.BACKGROUND_CHUNK + 3, torch.Generator().manual_seed(8))
+    chunked = eot.background(params, bank)
+    monkeypatch.setattr(pipeline, "BACKGROUND_CHUNK", 1000)
+    whole = eot.background(params, bank)
+    assert chunked.images.shape == whole.images.shape
+    assert torch.allclose(chunked.images, whole.images, atol=1e-6) and torch.equal(chunked.pivot, whole.pivot)
+    assert torch.equal(chunked.scene, whole.scene) and torch.equal(chunked.origin, whole.origin)
+
+
 def test_window_noise_is_the_frames_noise_there():
     noise = SensorNoise(std=(0.01, 0.02))
     p = noise.sample(2, torch.Generator().manual_seed(0))
