@@ -125,18 +125,12 @@ class _ExposureGamma(torch.autograd.Function):
         return grad * d, None, None, None
 
 
-_DCT = None
-
-
 def _dct_matrix(device, dtype) -> torch.Tensor:
-    global _DCT
-    if _DCT is None:
-        n = torch.arange(8, dtype=torch.float64)
-        k = n[:, None]
-        m = torch.cos(math.pi * (2 * n[None] + 1) * k / 16) * math.sqrt(2 / 8)
-        m[0] = m[0] / math.sqrt(2)
-        _DCT = m
-    return _DCT.to(device=device, dtype=dtype)
+    """(8, 8) orthonormal DCT-II matrix (computed in float64; cached with the other JPEG constants)."""
+    n = torch.arange(8, dtype=torch.float64)
+    m = torch.cos(math.pi * (2 * n[None] + 1) * n[:, None] / 16) * math.sqrt(2 / 8)
+    m[0] = m[0] / math.sqrt(2)
+    return m.to(device=device, dtype=dtype)
 
 
 # JPEG Annex K tables
