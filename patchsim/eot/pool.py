@@ -14,6 +14,10 @@ detector then sees a sign cut by the window edge, as it would with that crop).
 
 Everything is drawn from generators seeded with (seed, block) and (seed, step), so a resumed run
 sees the same samples as an uninterrupted one. With ``reuse: 1`` no pool is made.
+
+Each step's frames are copied into one buffer, which the next draw overwrites: a step must be done
+with its images (its backward run) before the next is drawn. A background drawn earlier then refuses
+to render.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class BackgroundPool:
         self._block = -1
         self._params: dict | None = None
         self._background: Background | None = None
+        self._served: Background | None = None  # the last step's, whose frames are in the buffer
 
     @classmethod
     def for_steps(cls, eot: EOT, bank: SceneBank, batch: int, seed: int,
@@ -63,4 +68,10 @@ class BackgroundPool:
             self._block = block
         index = torch.randperm(self.size, generator=gen)[:self.batch]
         params = self.eot.resample_patch(select(self._params, index), self.bank, gen)
-        return params, self._background.select(index)
+        if self._served is not None:
+            self._served.expired = True  # its frames are about to be overwritten
+        # the frames go into the last step's buffer (memory already mapped): the step before must be done with
+        # its images (its backward run); rendering with its background now raises
+        buffer = self._served.images.detach() if self._served is not None else None
+        self._served = self._background.select(index, out=buffer)
+        return params, self._served

@@ -118,12 +118,22 @@ class Lighting:
 
     def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor], mean: torch.Tensor | None = None) -> torch.Tensor:
         """``mean`` (B,) is the image mean contrast pivots on; by default this image's own."""
+        return ops.exposure_gamma(x, *self._curve(x, p, mean))
+
+    def apply_slope(self, x: torch.Tensor, p: dict[str, torch.Tensor],
+                    mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`apply`'s result and its derivative with respect to ``x`` (both like ``x``), without autograd."""
+        return ops.exposure_gamma_slope(x, *self._curve(x, p, mean))
+
+    def _curve(self, x: torch.Tensor, p: dict[str, torch.Tensor],
+               mean: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(scale (B, 3), offset (B,), gamma (B,)): ((x g - m) c + m) as one affine map per channel, then the
+        tone curve."""
         gain = ops.colour_temperature_gains(p["temperature"].to(x)) * p["brightness"].to(x)[:, None]  # (B, 3)
         if mean is None:
             mean = (x.mean(dim=(2, 3)) * gain).mean(1)
         c = p["contrast"].to(x)
-        # ((x g - m) c + m) as one affine map per channel, then the tone curve
-        return ops.exposure_gamma(x, gain * c[:, None], mean.to(x) * (1 - c), p["gamma"])
+        return gain * c[:, None], mean.to(x) * (1 - c), p["gamma"]
 
     def pivot(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B,) the mean the contrast change pivots on."""
@@ -146,8 +156,13 @@ class Haze:
         return {"transmission": torch.where(on > 0, t, torch.ones_like(t)), "airlight": airlight.clamp(0, 1)}
 
     def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-        t = p["transmission"].to(x)[:, None, None, None]
+        t = self.slope(p, x)
         return torch.addcmul(p["airlight"].to(x)[..., None, None] * (1 - t), x, t)
+
+    @staticmethod
+    def slope(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 1, 1) the derivative of :meth:`apply` with respect to ``x``: the transmission."""
+        return p["transmission"].to(x)[:, None, None, None]
 
 
 @dataclass
@@ -163,12 +178,19 @@ class Blur:
         return {"sigma": _uniform(gen, b, self.sigma_px), "motion_px": _uniform(gen, b, self.motion_px) * on,
                 "motion_angle": _uniform(gen, b, (0.0, math.pi))}
 
-    def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor], context: bool = False) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor], context: bool = False,
+              kernel: torch.Tensor | None = None) -> torch.Tensor:
         """One (2r+1)^2 kernel per sample, defocus and (when moving) motion: a single grouped convolution.
         On the CPU this beat splitting the batch into still samples (separable blur) and moving ones, by
         2.2x on 48 frames of 256 px and 1.5x forward + backward on 12 windows of 96 px. ``context``: ``x``
-        carries ``ops.BLUR_RADIUS_PX`` px of context on each side, used instead of padding and cut off."""
-        return ops.blur(x, p["sigma"].to(x), p["motion_px"].to(x), p["motion_angle"].to(x), context=context)
+        carries ``ops.BLUR_RADIUS_PX`` px of context on each side, used instead of padding and cut off.
+        ``kernel``: :meth:`kernel`'s, when already made."""
+        return ops.convolve(x, kernel if kernel is not None else self.kernel(p, x), context=context)
+
+    @staticmethod
+    def kernel(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """(B, k, k) each sample's blur kernel, in ``x``'s dtype and device."""
+        return ops.blur_kernel(p["sigma"].to(x), p["motion_px"].to(x), p["motion_angle"].to(x)).to(x.dtype)
 
 
 NOISE_TILE_PX = 1024
@@ -204,6 +226,12 @@ class SensorNoise:
 
         ``origin`` (B, 2) (x, y): the noise of windows of the frames starting there instead.
         """
+        return torch.stack(SensorNoise._windows(p, shape, device, origin))
+
+    @staticmethod
+    def _windows(p: dict[str, torch.Tensor], shape: tuple[int, int, int], device,
+                 origin: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Each sample's (C, H, W) noise, as views of the tiles."""
         c, h, w = shape
         tiles = noise_tiles(device)
         starts = origin.tolist() if origin is not None else [(0, 0)] * len(p["tile"])  # (x, y) in the frame
@@ -211,14 +239,19 @@ class SensorNoise:
         if max(reach_y, reach_x) > 896:  # larger frames: the tile repeats (every 1024 px)
             reps = (1, 1, (reach_y + 895) // NOISE_TILE_PX + 1, (reach_x + 895) // NOISE_TILE_PX + 1)
             tiles = tiles.repeat(*reps)
-        return torch.stack([tiles[int(t), :c, int(o[1]) + y:int(o[1]) + y + h, int(o[0]) + x:int(o[0]) + x + w]
-                            for t, o, (x, y) in zip(p["tile"], p["offset"], starts)])
+        return [tiles[t, :c, oy + y:oy + y + h, ox + x:ox + x + w]
+                for t, (ox, oy), (x, y) in zip(p["tile"].tolist(), p["offset"].tolist(), starts)]
 
-    def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor], noise: torch.Tensor | None = None) -> torch.Tensor:
-        """``noise`` (from :meth:`noise`, possibly a window of it) is taken here when not given."""
-        if noise is None:
-            noise = self.noise(p, tuple(x.shape[1:]), x.device)
-        return torch.addcmul(x, noise.to(x), p["std"].to(x)[:, None, None, None])
+    def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor], origin: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` (B, C, H, W) with each sample's noise added: its frame's noise, or with ``origin`` (B, 2) (x, y)
+        that of the windows of the frames starting there (:meth:`noise`). When nothing needs a gradient, ``x``
+        is changed in place, a sample at a time (no (B, C, H, W) stack of noise to build)."""
+        if torch.is_grad_enabled() and x.requires_grad:
+            noise = self.noise(p, tuple(x.shape[1:]), x.device, origin)
+            return torch.addcmul(x, noise.to(x), p["std"].to(x)[:, None, None, None])
+        for xi, n, std in zip(x, self._windows(p, tuple(x.shape[1:]), x.device, origin), p["std"].tolist()):
+            xi.add_(n.to(x), alpha=std)
+        return x
 
 
 @dataclass
@@ -232,12 +265,34 @@ class Compression:
         return {"on": _bernoulli(gen, b, self.p), "quality": _uniform(gen, b, self.quality)}
 
     def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Blocks are aligned to ``x``'s top-left corner."""
-        chosen = (p["on"] > 0).nonzero().flatten().tolist()
-        if not chosen:
+        """Blocks are aligned to ``x``'s top-left corner. ``x`` in [0, 1]; changed in place when nothing needs
+        a gradient."""
+        chosen = self._chosen(p, x)
+        if chosen is None:
             return x
-        idx = torch.tensor(chosen, device=x.device)
-        return x.index_copy(0, idx, ops.jpeg_like(x.index_select(0, idx), p["quality"].to(x)[idx]))
+        out = ops.jpeg_like(x.index_select(0, chosen), p["quality"].to(x)[chosen])
+        if torch.is_grad_enabled() and x.requires_grad:
+            return x.index_copy(0, chosen, out)
+        return x.index_copy_(0, chosen, out)  # nothing to differentiate: no copy of the whole batch
+
+    def apply_mask_(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """:meth:`apply` in place on ``x`` (in [0, 1]), without autograd. Returns where the straight-through
+        derivative passes (B, C, H, W) bool (the round trip stayed inside [0, 1]), None where it passes
+        everywhere (no sample compressed)."""
+        chosen = self._chosen(p, x)
+        if chosen is None:
+            return None
+        with torch.no_grad():
+            out = ops.jpeg_round_trip(x.index_select(0, chosen), p["quality"].to(x)[chosen])
+            inside = torch.ones_like(x, dtype=torch.bool)
+            inside.index_copy_(0, chosen, (out >= 0) & (out <= 1))
+            x.index_copy_(0, chosen, out.clamp_(0, 1))
+        return inside
+
+    @staticmethod
+    def _chosen(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor | None:
+        chosen = (p["on"] > 0).nonzero().flatten().tolist()
+        return torch.tensor(chosen, device=x.device) if chosen else None
 
 
 def params_to_json(params: dict[str, Any]) -> dict[str, Any]:

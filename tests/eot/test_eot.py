@@ -150,6 +150,39 @@ def test_differentiable_window_gives_the_same_pixels_as_one_full_pass():
     assert torch.allclose(split, exact, atol=1e-5)
 
 
+def test_window_camera_in_one_step_matches_the_transforms_one_by_one():
+    """The window's camera as one autograd step (slopes, masks and the blur's transpose): the values and the
+    gradient of the same transforms applied one by one with autograd, with an occluder, clamped pixels,
+    samples with and without compression and pixels the patch covers partly."""
+    from patchsim.eot.window import camera_window
+
+    g = torch.Generator().manual_seed(8)
+    lighting = Lighting((0.6, 2.5), (0.7, 1.3), (0.7, 1.4), (-1, 1))  # bright enough to clamp
+    eot = EOT(_identity_cfg(**{**STRONG, "lighting": lighting, "haze": Haze(p=1.0, visibility_m=(300.0, 600.0)),
+                               "compression": Compression(p=0.5, quality=(30, 60))}))
+    params = eot.sample(_bank(), 6, torch.Generator().manual_seed(9))
+    assert 0 < int(params["compression"]["on"].sum()) < 6
+    r = ops.BLUR_RADIUS_PX
+    shape = (6, 3, 16 + 2 * r, 24 + 2 * r)
+    warped = torch.rand(shape, generator=g, dtype=torch.float64).requires_grad_(True)
+    region, light = torch.rand(shape, generator=g, dtype=torch.float64), 0.6 + torch.rand(shape, generator=g,
+                                                                                              dtype=torch.float64)
+    cover = torch.rand((6, 2) + shape[2:], generator=g, dtype=torch.float64).round_()
+    cover[:, 0, :, :8] = 0.5  # partly covered
+    occ, pivot = torch.rand(6, 3, generator=g, dtype=torch.float64), torch.rand(6, generator=g, dtype=torch.float64)
+    origin = torch.randint(0, 40, (6, 2), generator=g)
+    params = {k: {n: t.double() if t.is_floating_point() else t for n, t in v.items()} if isinstance(v, dict) else v
+              for k, v in params.items()}
+    fused = camera_window(eot.cfg, warped, region, light, cover, occ, params, pivot, origin)
+    one_by_one = eot._camera(ops.blend(region, light, warped, cover, occ), params, pivot, window_origin=origin)
+    assert fused.shape == (6, 3, 16, 24) and ((one_by_one == 0) | (one_by_one == 1)).any()
+    assert torch.allclose(fused, one_by_one, atol=1e-9)
+    w = torch.rand(fused.shape, generator=g, dtype=torch.float64)
+    grad_fused, = torch.autograd.grad(fused, warped, w)
+    grad_ref, = torch.autograd.grad(one_by_one, warped, w)
+    assert grad_ref.abs().sum() > 0 and torch.allclose(grad_fused, grad_ref, atol=1e-9)
+
+
 @pytest.mark.parametrize("crop_px", [0, 96])
 def test_differentiable_window_at_the_frame_edge_matches_the_full_pass(crop_px):
     """A slot against the frame's (or crop window's) edge: the window's context is the replicated edge,
@@ -177,6 +210,15 @@ def test_blur_and_warp_pass_gradcheck():
                                                  dtype=torch.float64))
     grid = ops.patch_grid(H, torch.arange(10)[None], torch.arange(10)[None], tuple(x.shape[-2:]))
     assert torch.autograd.gradcheck(lambda t: ops.sample_patch(t, grid), (x,))
+
+
+def test_memory_layout_changes_in_blocks_keep_every_value():
+    x = torch.rand(1, 7, 150, 130, generator=torch.Generator().manual_seed(1))  # not a whole number of blocks
+    assert x.shape[-2] * x.shape[-1] >= 4 * ops.LAYOUT_BLOCK_PX  # the blocked path
+    last = ops._to_channels_last(x)
+    assert last.is_contiguous(memory_format=torch.channels_last) and torch.equal(last, x)
+    back = ops._from_channels_last(last)
+    assert back.is_contiguous() and torch.equal(back, x)
 
 
 def test_exposure_gamma_and_clamp_match_their_plain_forms_and_pass_gradcheck():
@@ -267,9 +309,18 @@ def test_reused_backgrounds_give_the_pixels_of_their_params_and_replay_from_any_
     with pytest.raises(ValueError, match="already rendered into"):
         eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), params, bank, background=background)
     # a background of other samples is refused, not pasted into
-    _, other = pool.draw(6, torch.Generator().manual_seed(1))
+    other_params, other = pool.draw(6, torch.Generator().manual_seed(1))
     with pytest.raises(ValueError, match="other samples"):
         eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), drawn[5], bank, background=other)
+    # each draw reuses the last one's buffer: a background drawn before it refuses to render
+    later_params, later = pool.draw(7, torch.Generator().manual_seed(2))
+    assert later.images.data_ptr() == other.images.data_ptr()
+    with pytest.raises(ValueError, match="overwritten by a later draw"):
+        eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), other_params, bank, background=other)
+    out = eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), later_params, bank, background=later)
+    with torch.no_grad():
+        exact = eot.render(colours, torch.ones(1, 24, 24), later_params, bank).images
+    assert torch.allclose(out.images, exact, atol=1e-5)
 
 
 def test_backgrounds_rendered_in_chunks_equal_one_render(monkeypatch):
