@@ -11,7 +11,8 @@ and a 256 px window costs a fraction of a full frame. Held-out evaluation uses f
 When gradients are wanted, the clean frames go through the camera without autograd
 (:meth:`EOT.background`) and only a window around the slot is rendered again with the patch and
 differentiated. The window covers whole JPEG blocks and carries the blur's reach of real context on
-each side, so it replaces the frame there whole and the pixels are those of one full pass.
+each side, so it replaces the frame there whole and the pixels are those of one full pass. Its camera
+is one autograd step (:mod:`patchsim.eot.window`).
 Contrast pivots on the clean frame's mean (the patch does not move the camera's exposure), which
 is what lets a clean background be rendered once and reused by several optimizer steps
 (:mod:`patchsim.eot.pool`).
@@ -24,6 +25,7 @@ is what lets a clean background be rendered once and reused by several optimizer
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -87,6 +89,8 @@ class Background:
         scene, origin: (B,) and (B, 2) the scenes and crop origins it was rendered for; a render
             checks them against its params.
         kernel: (B, k, k) the samples' blur kernels, kept for the window's render (None: made again there).
+        curve: the samples' exposure, contrast and tone curve (:meth:`Lighting.curve
+            <patchsim.eot.transforms.Lighting.curve>`), kept likewise.
     """
 
     images: torch.Tensor
@@ -94,6 +98,7 @@ class Background:
     scene: torch.Tensor
     origin: torch.Tensor
     kernel: torch.Tensor | None = None
+    curve: tuple[torch.Tensor, ...] | None = None
     used: bool = False  # a render writes its patch window into ``images``: one render per background
     expired: bool = False  # ``images`` is a buffer that now holds other frames
 
@@ -105,7 +110,8 @@ class Background:
         i = index.to(self.images.device)
         images = torch.index_select(self.images, 0, i, out=out) if out is not None else self.images.index_select(0, i)
         return Background(images, self.pivot.index_select(0, i), self.scene[index], self.origin[index],
-                          self.kernel.index_select(0, i) if self.kernel is not None else None)
+                          self.kernel.index_select(0, i) if self.kernel is not None else None,
+                          tuple(t.index_select(0, i) for t in self.curve) if self.curve is not None else None)
 
     def check(self, params: dict, out_hw: tuple[int, int]) -> None:
         """Raise ValueError unless this background was rendered for ``params``' samples and frame size."""
@@ -230,7 +236,7 @@ class EOT:
             region = _gather(bank.images, scene, ys + origin[:, 1:2], xs + origin[:, 0:1]).to(
                 device=device, dtype=torch.float32).div_(255.0)
             roi_out = camera_window(self.cfg, warped, region, shade, cover, occ_col, params, background.pivot,
-                                    roi.origin, background.kernel)
+                                    roi.origin, background.kernel, background.curve)
             images = _paste(background.images.to(device), roi_out, roi.origin)
         boxes = outline_boxes(H, bank.outline_uv, slot_hw)
         return EOTBatch(images, boxes, corners)
@@ -248,12 +254,14 @@ class EOT:
                      for i in range(0, n, BACKGROUND_CHUNK)]
             return Background(torch.cat([p.images for p in parts]), torch.cat([p.pivot for p in parts]),
                               params["scene"].cpu(), params["crop"]["origin"].cpu(),
-                              torch.cat([p.kernel for p in parts]))
+                              torch.cat([p.kernel for p in parts]),
+                              tuple(torch.cat(t) for t in zip(*(p.curve for p in parts))))
         device = torch.device(device) if device is not None else bank.images.device
         images, pivot = self._clean_frames(params, bank, device)
         kernel = self.cfg.blur.kernel(params["blur"], images)
-        return Background(self._camera(images, params, pivot, kernel=kernel), pivot, params["scene"].cpu(),
-                          params["crop"]["origin"].cpu(), kernel)
+        curve = self.cfg.lighting.curve(images, params["lighting"], pivot)
+        return Background(self._camera(images, params, pivot, kernel=kernel, curve=curve), pivot,
+                          params["scene"].cpu(), params["crop"]["origin"].cpu(), kernel, curve)
 
     @staticmethod
     def _out_hw(params: dict, bank: SceneBank) -> tuple[int, int]:
@@ -287,15 +295,16 @@ class EOT:
         return warped, cover, shade
 
     def _camera(self, x: torch.Tensor, params: dict, pivot: torch.Tensor, window_origin: torch.Tensor | None = None,
-                kernel: torch.Tensor | None = None) -> torch.Tensor:
+                kernel: torch.Tensor | None = None, curve: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         """Camera and atmosphere effects on (B, 3, H, W) images; the result is in [0, 1].
 
         ``window_origin`` (B, 2) (x, y): ``x`` holds windows of the frames, whose result starts there, with
         ``ops.BLUR_RADIUS_PX`` px of context on each side, which the blur uses in place of padding and the
-        result leaves out. ``kernel``: the samples' blur kernels, when already made. The differentiable
+        result leaves out. ``kernel``, ``curve``: the samples' blur kernels and tone curves, when already
+        made. The differentiable
         window takes the same steps as one autograd step (:func:`patchsim.eot.window.camera_window`)."""
         context = window_origin is not None
-        x = self.cfg.lighting.apply(x, params["lighting"], mean=pivot)
+        x = self.cfg.lighting.apply(x, params["lighting"], mean=pivot, curve=curve)
         x = self.cfg.haze.apply(x, params["haze"])
         x = self.cfg.blur.apply(x, params["blur"], context=context, kernel=kernel)
         x = self.cfg.noise.apply(x, params["noise"], origin=window_origin)
@@ -324,15 +333,20 @@ class _Roi:
 
 
 def _roi(corners: torch.Tensor, frame_hw: tuple[int, int]) -> _Roi:
-    """Block-aligned windows around each quad, one size for the batch, inside the frame."""
+    """Block-aligned windows around each quad, one size for the batch, inside the frame. Worked out in Python
+    on the CPU: for a dozen quads, a dozen tensor operations cost more than the arithmetic."""
     h, w = frame_hw
-    lo = (corners.detach().min(1).values - ROI_MARGIN_PX).floor()
-    hi = (corners.detach().max(1).values + ROI_MARGIN_PX).ceil()
-    start = (torch.div(lo, 8, rounding_mode="floor") * 8).long().clamp(min=0)
-    need = ((hi - start).max(0).values + 7) // 8 * 8  # (2,) x and y extents
-    size_w, size_h = min(int(need[0]), w), min(int(need[1]), h)
-    start = torch.minimum(start, torch.tensor([w - size_w, h - size_h], device=start.device))
-    return _Roi(start, size_h, size_w, aligned=bool((start % 8 == 0).all()))
+    starts, ends = [], []
+    for quad in corners.detach().cpu().tolist():
+        xs, ys = [p[0] for p in quad], [p[1] for p in quad]
+        starts.append((max(math.floor(min(xs) - ROI_MARGIN_PX) // 8 * 8, 0),
+                       max(math.floor(min(ys) - ROI_MARGIN_PX) // 8 * 8, 0)))
+        ends.append((math.ceil(max(xs) + ROI_MARGIN_PX), math.ceil(max(ys) + ROI_MARGIN_PX)))
+    size_w = min((max(e[0] - s[0] for s, e in zip(starts, ends)) + 7) // 8 * 8, w)
+    size_h = min((max(e[1] - s[1] for s, e in zip(starts, ends)) + 7) // 8 * 8, h)
+    origin = [(min(x, w - size_w), min(y, h - size_h)) for x, y in starts]
+    return _Roi(torch.tensor(origin, dtype=torch.long, device=corners.device), size_h, size_w,
+                aligned=all(x % 8 == 0 and y % 8 == 0 for x, y in origin))
 
 
 def _pixels(start: torch.Tensor, size: int, limit: int, context: int = 0) -> torch.Tensor:

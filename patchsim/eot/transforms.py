@@ -116,24 +116,26 @@ class Lighting:
                 "gamma": torch.exp(_uniform(gen, b, (math.log(self.gamma[0]), math.log(self.gamma[1])))),
                 "temperature": _uniform(gen, b, self.temperature)}
 
-    def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor], mean: torch.Tensor | None = None) -> torch.Tensor:
-        """``mean`` (B,) is the image mean contrast pivots on; by default this image's own."""
-        return ops.exposure_gamma(x, *self._curve(x, p, mean))
+    def apply(self, x: torch.Tensor, p: dict[str, torch.Tensor], mean: torch.Tensor | None = None,
+              curve: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """``mean`` (B,) is the image mean contrast pivots on; by default this image's own. ``curve``:
+        :meth:`curve`'s, when already worked out."""
+        return ops.exposure_gamma(x, *(curve if curve is not None else self.curve(x, p, mean)))
 
-    def apply_slope(self, x: torch.Tensor, p: dict[str, torch.Tensor],
-                    mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def apply_slope(self, x: torch.Tensor, p: dict[str, torch.Tensor], mean: torch.Tensor,
+                    curve: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`apply`'s result and its derivative with respect to ``x`` (both like ``x``), without autograd."""
-        return ops.exposure_gamma_slope(x, *self._curve(x, p, mean))
+        return ops.exposure_gamma_slope(x, *(curve if curve is not None else self.curve(x, p, mean)))
 
-    def _curve(self, x: torch.Tensor, p: dict[str, torch.Tensor],
-               mean: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(scale (B, 3), offset (B,), gamma (B,)): ((x g - m) c + m) as one affine map per channel, then the
-        tone curve."""
+    def curve(self, x: torch.Tensor, p: dict[str, torch.Tensor],
+              mean: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(scale (B, 3), offset (B,), gamma (B,)) in ``x``'s dtype: ((x g - m) c + m) as one affine map per
+        channel, then the tone curve."""
         gain = ops.colour_temperature_gains(p["temperature"].to(x)) * p["brightness"].to(x)[:, None]  # (B, 3)
         if mean is None:
             mean = (x.mean(dim=(2, 3)) * gain).mean(1)
         c = p["contrast"].to(x)
-        return gain * c[:, None], mean.to(x) * (1 - c), p["gamma"]
+        return gain * c[:, None], mean.to(x) * (1 - c), p["gamma"].to(x)
 
     def pivot(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B,) the mean the contrast change pivots on."""

@@ -25,7 +25,7 @@ from patchsim.eot import ops
 
 def camera_window(cfg, warped: torch.Tensor, region: torch.Tensor, light: torch.Tensor, cover: torch.Tensor,
                   occ_colour: torch.Tensor, params: dict, pivot: torch.Tensor, origin: torch.Tensor,
-                  kernel: torch.Tensor | None = None) -> torch.Tensor:
+                  kernel: torch.Tensor | None = None, curve: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
     """The patch over windows of the frames, through the camera: (B, 3, h, w) in [0, 1].
 
     Args:
@@ -37,17 +37,18 @@ def camera_window(cfg, warped: torch.Tensor, region: torch.Tensor, light: torch.
         occ_colour: (B, 3) the occluders' colours.
         params: the samples' params; pivot: (B,) the clean frames' contrast pivots.
         origin: (B, 2) (x, y) where the result's windows start in the frames (for the sensor noise).
-        kernel: (B, k, k) the samples' blur kernels, when already made (a reused background keeps them).
+        kernel: (B, k, k) the samples' blur kernels and ``curve`` their tone curves
+            (:meth:`~patchsim.eot.transforms.Lighting.curve`), when already made (a reused background keeps them).
     """
-    return _CameraWindow.apply(warped, region, light, cover, occ_colour, cfg, params, pivot, origin, kernel)
+    return _CameraWindow.apply(warped, region, light, cover, occ_colour, cfg, params, pivot, origin, kernel, curve)
 
 
 class _CameraWindow(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, warped, region, light, cover, occ_colour, cfg, params, pivot, origin, kernel):
+    def forward(ctx, warped, region, light, cover, occ_colour, cfg, params, pivot, origin, kernel, curve):
         x = ops.blend(region, light, warped, cover, occ_colour)
         slope = cover[:, 0:1] * (1 - cover[:, 1:2]) * light  # d x / d warped
-        x, d = cfg.lighting.apply_slope(x, params["lighting"], pivot)
+        x, d = cfg.lighting.apply_slope(x, params["lighting"], pivot, curve)
         slope.mul_(d)
         x = cfg.haze.apply(x, params["haze"])
         slope.mul_(cfg.haze.slope(params["haze"], x))
@@ -66,4 +67,4 @@ class _CameraWindow(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         slope, inside, kernel = ctx.saved_tensors
-        return (ops.convolve_transposed(grad * inside, kernel).mul_(slope),) + (None,) * 9
+        return (ops.convolve_transposed(grad * inside, kernel).mul_(slope),) + (None,) * 10
