@@ -301,8 +301,8 @@ class EOT:
         ``window_origin`` (B, 2) (x, y): ``x`` holds windows of the frames, whose result starts there, with
         ``ops.BLUR_RADIUS_PX`` px of context on each side, which the blur uses in place of padding and the
         result leaves out. ``kernel``, ``curve``: the samples' blur kernels and tone curves, when already
-        made. The differentiable
-        window takes the same steps as one autograd step (:func:`patchsim.eot.window.camera_window`)."""
+        made. The differentiable window takes the same steps as one autograd step
+        (:func:`patchsim.eot.window.camera_window`)."""
         context = window_origin is not None
         x = self.cfg.lighting.apply(x, params["lighting"], mean=pivot, curve=curve)
         x = self.cfg.haze.apply(x, params["haze"])
