@@ -90,6 +90,14 @@ def clamp(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return _Clamp.apply(x, lo, hi)
 
 
+def clamp_mask_(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Clamps ``x`` in place and returns where it was inside [lo, hi] (bool, like ``x``): where a clamp's
+    derivative passes."""
+    inside = (x >= lo) & (x <= hi)
+    x.clamp_(lo, hi)
+    return inside
+
+
 class _Clamp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, lo, hi):
@@ -240,9 +248,10 @@ class _JpegStraightThrough(torch.autograd.Function):
     @staticmethod
     def forward(ctx, images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
         out = jpeg_round_trip(images, quality)
-        if ctx.needs_input_grad[0]:
-            ctx.save_for_backward((out >= 0) & (out <= 1))
-        return out.clamp_(0, 1)
+        if not ctx.needs_input_grad[0]:
+            return out.clamp_(0, 1)
+        ctx.save_for_backward(clamp_mask_(out, 0, 1))
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):

@@ -68,10 +68,11 @@ class BackgroundPool:
             self._block = block
         index = torch.randperm(self.size, generator=gen)[:self.batch]
         params = self.eot.resample_patch(select(self._params, index), self.bank, gen)
-        if self._served is not None:
-            self._served.expired = True  # its frames are about to be overwritten
         # the frames go into the last step's buffer (memory already mapped): the step before must be done with
         # its images (its backward run); rendering with its background now raises
-        buffer = self._served.images.detach() if self._served is not None else None
+        buffer = None
+        if self._served is not None:
+            self._served.expired = True
+            buffer = self._served.images.detach()
         self._served = self._background.select(index, out=buffer)
         return params, self._served

@@ -131,7 +131,7 @@ class Lighting:
               mean: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(scale (B, 3), offset (B,), gamma (B,)) in ``x``'s dtype: ((x g - m) c + m) as one affine map per
         channel, then the tone curve."""
-        gain = ops.colour_temperature_gains(p["temperature"].to(x)) * p["brightness"].to(x)[:, None]  # (B, 3)
+        gain = self._gain(p, x)
         if mean is None:
             mean = (x.mean(dim=(2, 3)) * gain).mean(1)
         c = p["contrast"].to(x)
@@ -139,8 +139,12 @@ class Lighting:
 
     def pivot(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B,) the mean the contrast change pivots on."""
-        gain = ops.colour_temperature_gains(p["temperature"].to(x)) * p["brightness"].to(x)[:, None]
-        return (x.mean(dim=(2, 3)) * gain).mean(1)
+        return (x.mean(dim=(2, 3)) * self._gain(p, x)).mean(1)
+
+    @staticmethod
+    def _gain(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """(B, 3) per-channel gain: white balance times brightness, in ``x``'s dtype."""
+        return ops.colour_temperature_gains(p["temperature"].to(x)) * p["brightness"].to(x)[:, None]
 
 
 @dataclass
@@ -287,8 +291,8 @@ class Compression:
         with torch.no_grad():
             out = ops.jpeg_round_trip(x.index_select(0, chosen), p["quality"].to(x)[chosen])
             inside = torch.ones_like(x, dtype=torch.bool)
-            inside.index_copy_(0, chosen, (out >= 0) & (out <= 1))
-            x.index_copy_(0, chosen, out.clamp_(0, 1))
+            inside.index_copy_(0, chosen, ops.clamp_mask_(out, 0, 1))
+            x.index_copy_(0, chosen, out)
         return inside
 
     @staticmethod

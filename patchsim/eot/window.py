@@ -56,8 +56,7 @@ class _CameraWindow(torch.autograd.Function):
             kernel = cfg.blur.kernel(params["blur"], x)
         x = ops.convolve(x, kernel, context=True)
         x = cfg.noise.apply(x, params["noise"], origin=origin)  # in place (no autograd in here)
-        inside = (x >= 0) & (x <= 1)
-        x.clamp_(0, 1)
+        inside = ops.clamp_mask_(x, 0, 1)
         jpeg_inside = cfg.compression.apply_mask_(x, params["compression"])
         if jpeg_inside is not None:
             inside &= jpeg_inside
