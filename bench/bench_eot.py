@@ -64,8 +64,8 @@ def main() -> None:
 
     def eot_step(k: int) -> float:
         t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(k)
-        params, background = pool.draw(k, gen) if pool is not None else (eot.sample(bank, args.batch, gen), None)
+        params, background = (pool.draw(k, patch.hw) if pool is not None
+                              else (eot.sample(bank, args.batch, torch.Generator().manual_seed(k)), None))
         attack_step(objective, patch, opt, bank, params, background)
         return time.perf_counter() - t0
 

@@ -13,9 +13,9 @@ Run directory (everything needed to repeat the result)::
     failures.json          held-out conditions where the patch failed (replay them)
     curves.png, tb/        loss and held-out success curves; TensorBoard logs
 
-Each step's EOT samples come from a generator seeded with (seed, step) (and, when backgrounds are
-reused, from a pool seeded with (seed, pool number)), and checkpoints hold every piece of state, so
-a resumed run ends with the same patch as an uninterrupted one.
+Each step's EOT samples come from a generator seeded with (seed, step) or, when backgrounds are
+reused, from one seeded with (seed, pool number) that draws all the pool's steps; checkpoints hold
+every piece of state, so a resumed run ends with the same patch as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -240,11 +240,10 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
         step = state["step"]
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        gen = _step_generator(cfg.seed, step)
         if pool is not None:
-            params, background = pool.draw(step, gen)
+            params, background = pool.draw(step, patch.hw)
         else:
-            params, background = eot.sample(bank, cfg.batch, gen), None
+            params, background = eot.sample(bank, cfg.batch, _step_generator(cfg.seed, step)), None
         parts = attack_step(objective, patch, opt, bank, params, background)
         state["step"] = step + 1
         state["history"].append({"step": step + 1, **{k: round(v, 5) for k, v in parts.items()}})

@@ -80,6 +80,53 @@ class EOTBatch:
 
 
 @dataclass
+class Layout:
+    """Where the slot lies in each sample's rendered image: the geometry of a batch's params, apart from any
+    pixel (:meth:`EOT.layout`). A :class:`~patchsim.eot.pool.BackgroundPool` works out those of all its steps
+    at once, which costs a fraction of doing it a step at a time.
+
+    Attributes:
+        slot_hw: (h, w) of the patch (its mask) the layout is for.
+        corners: (B, 4, 2) the slot's corners in the rendered images.
+        H: (B, 3, 3) patch -> rendered image homographies.
+        boxes: (B, 4) xyxy of the slot's real outline in the rendered images.
+        occluders: the samples' occluder params; ``occlusion`` (B, 1, h, w) their coverage in slot coordinates,
+            made here for layouts of up to ``LAYOUT_OCCLUSION_MAX`` values, else by each :meth:`part`.
+        rois: the block-aligned windows around the slots, one per ``batch`` consecutive samples.
+        batch: samples per window (all of them when None).
+    """
+
+    slot_hw: tuple[int, int]
+    corners: torch.Tensor
+    H: torch.Tensor
+    boxes: torch.Tensor
+    occluders: dict[str, torch.Tensor]
+    rois: list[_Roi]
+    batch: int | None = None
+    occlusion: torch.Tensor | None = None
+
+    def __post_init__(self):
+        values = int(self.corners.shape[0]) * self.slot_hw[0] * self.slot_hw[1]
+        if self.occlusion is None and (len(self.rois) == 1 or values <= LAYOUT_OCCLUSION_MAX):
+            self.occlusion = Occlusion.alpha(self.occluders, self.slot_hw, self.corners.device)
+
+    @property
+    def roi(self) -> _Roi:
+        """The one window of a layout of one batch."""
+        if len(self.rois) != 1:
+            raise ValueError(f"a layout of {len(self.rois)} batches has no single window; take one with .part()")
+        return self.rois[0]
+
+    def part(self, k: int) -> Layout:
+        """The layout of the ``k``-th batch of ``batch`` samples (views)."""
+        b = self.batch or int(self.corners.shape[0])
+        rows = slice(k * b, (k + 1) * b)
+        return Layout(self.slot_hw, self.corners[rows], self.H[rows], self.boxes[rows],
+                      {n: v[rows] for n, v in self.occluders.items()}, [self.rois[k]],
+                      occlusion=self.occlusion[rows] if self.occlusion is not None else None)
+
+
+@dataclass
 class Background:
     """Clean frames through the camera, ready for a patch window to be pasted in.
 
@@ -91,6 +138,9 @@ class Background:
         kernel: (B, k, k) the samples' blur kernels, kept for the window's render (None: made again there).
         curve: the samples' exposure, contrast and tone curve (:meth:`Lighting.curve
             <patchsim.eot.transforms.Lighting.curve>`), kept likewise.
+        layout: the slot's geometry for the params it is served with (None: the render works it out).
+        keep_clean: a render keeps the clean pixels of the window it writes, and :meth:`restore` puts them
+            back (the frames are a pool's, shared by later steps).
     """
 
     images: torch.Tensor
@@ -99,19 +149,32 @@ class Background:
     origin: torch.Tensor
     kernel: torch.Tensor | None = None
     curve: tuple[torch.Tensor, ...] | None = None
+    layout: Layout | None = None
+    keep_clean: bool = False
     used: bool = False  # a render writes its patch window into ``images``: one render per background
-    expired: bool = False  # ``images`` is a buffer that now holds other frames
+    expired: bool = False  # ``images`` now serve another step
+    _clean: tuple[torch.Tensor, torch.Tensor] | None = None  # (windows (B, 3, h, w), origins (B, 2))
 
-    def select(self, index: torch.Tensor, out: torch.Tensor | None = None) -> Background:
-        """The backgrounds of samples ``index`` (B,), copied (a render writes into its background), into ``out``
-        (B, 3, S, S) when given: a buffer kept from step to step is memory already mapped, where a fresh
-        tensor's pages are mapped and zeroed on first write (12 frames of 256 px: 0.64 ms against 1.11 ms).
-        ``index_select`` copies whole frames; advanced indexing took twice as long."""
-        i = index.to(self.images.device)
-        images = torch.index_select(self.images, 0, i, out=out) if out is not None else self.images.index_select(0, i)
-        return Background(images, self.pivot.index_select(0, i), self.scene[index], self.origin[index],
-                          self.kernel.index_select(0, i) if self.kernel is not None else None,
-                          tuple(t.index_select(0, i) for t in self.curve) if self.curve is not None else None)
+    def rows(self, start: int, stop: int, layout: Layout | None = None) -> Background:
+        """Samples ``start .. stop - 1``: views of the same frames (a render writes into them), with ``layout``;
+        the render keeps the clean pixels it overwrites for :meth:`restore`."""
+        rows = slice(start, stop)
+        # detached after slicing: the in-place render then puts these frames alone, not the whole pool's, into
+        # the step's graph
+        return Background(self.images[rows].detach(), self.pivot[rows], self.scene[rows], self.origin[rows],
+                          self.kernel[rows] if self.kernel is not None else None,
+                          tuple(t[rows] for t in self.curve) if self.curve is not None else None,
+                          layout=layout, keep_clean=True)
+
+    def restore(self) -> None:
+        """Put back the clean pixels a render wrote its window over (kept with ``keep_clean``)."""
+        if self._clean is not None:
+            windows, origin = self._clean
+            frames = self.images.detach()
+            h, w = windows.shape[-2:]
+            for i, (x, y) in enumerate(origin.tolist()):
+                frames[i, :, y:y + h, x:x + w] = windows[i]
+            self._clean = None
 
     def check(self, params: dict, out_hw: tuple[int, int]) -> None:
         """Raise ValueError unless this background was rendered for ``params``' samples and frame size."""
@@ -189,28 +252,27 @@ class EOT:
         b = int(scene.shape[0])
         out_hw = self._out_hw(params, bank)
         origin = params["crop"]["origin"].to(device)
-        corners = params["placement"]["corners"].to(device) - origin[:, None, :].float()
-        slot_hw = mask.shape[-2:] if mask is not None else (64, int(64 * bank.slot_size_m[0] / bank.slot_size_m[1]))
-        H = ops.quad_homography((slot_hw[1], slot_hw[0]), corners)
-
-        occ = Occlusion.alpha(params["occlusion"], slot_hw, device)  # (B, 1, h, w)
+        slot_hw = tuple(mask.shape[-2:]) if mask is not None else (64, int(64 * bank.slot_size_m[0] / bank.slot_size_m[1]))
+        layout = background.layout if background is not None else None
+        if layout is None or layout.slot_hw != slot_hw:
+            layout = self.layout(params, bank, slot_hw, device)
+        roi = layout.roi
         seen = None
         if colours is not None:
             seen = (colours if printed else self.printed(colours))[None].to(device)
             seen = self.cfg.printer_error.apply(seen.expand(b, -1, -1, -1), {k: v.to(device) for k, v in
                                                                               params["printer_error"].items()})
-            cover = torch.cat([mask[None].to(device).expand(b, -1, -1, -1), occ], 1)
+            cover = torch.cat([mask[None].to(device).expand(b, -1, -1, -1), layout.occlusion], 1)
         else:
-            cover = torch.cat([torch.zeros_like(occ), occ], 1)
+            cover = torch.cat([torch.zeros_like(layout.occlusion), layout.occlusion], 1)
         occ_col = params["occlusion"]["colour"].to(device)
         out_h, out_w = out_hw
-        roi = _roi(corners, out_hw)
         differentiable = torch.is_grad_enabled() and seen is not None and seen.requires_grad
         if not differentiable or roi.area > 0.4 * out_h * out_w or not roi.aligned:
             # nothing to differentiate, the slot fills much of the frame, or the window cannot align
             # with the frame's JPEG blocks: one pass over everything
             ys, xs = _pixels(roi.origin[:, 1], roi.h, out_h), _pixels(roi.origin[:, 0], roi.w, out_w)
-            warped, cover, shade = self._slot_layer(seen, cover, H, ys, xs, slot_hw, bank, scene, origin)
+            warped, cover, shade = self._slot_layer(seen, cover, layout.H, ys, xs, slot_hw, bank, scene, origin)
             images, pivot = self._clean_frames(params, bank, device)
             composed = _paste(images, ops.blend(_window(images, roi), shade, warped, cover, occ_col), roi.origin)
             images = self._camera(composed, params, pivot)
@@ -223,7 +285,7 @@ class EOT:
                 background = self.background(params, bank, device)
             background.check(params, out_hw)
             if background.expired:
-                raise ValueError("this background's frames were overwritten by a later draw of its pool; render each "
+                raise ValueError("this background's frames now serve a later draw of its pool; render each "
                                  "background before drawing the next")
             if background.used:
                 raise ValueError("this background was already rendered into (its frames now hold a patch); "
@@ -232,14 +294,27 @@ class EOT:
             r = ops.BLUR_RADIUS_PX
             ys = _pixels(roi.origin[:, 1], roi.h, out_h, context=r)
             xs = _pixels(roi.origin[:, 0], roi.w, out_w, context=r)
-            warped, cover, shade = self._slot_layer(seen, cover, H, ys, xs, slot_hw, bank, scene, origin)
+            warped, cover, shade = self._slot_layer(seen, cover, layout.H, ys, xs, slot_hw, bank, scene, origin)
             region = _gather(bank.images, scene, ys + origin[:, 1:2], xs + origin[:, 0:1]).to(
                 device=device, dtype=torch.float32).div_(255.0)
             roi_out = camera_window(self.cfg, warped, region, shade, cover, occ_col, params, background.pivot,
                                     roi.origin, background.kernel, background.curve)
-            images = _paste(background.images.to(device), roi_out, roi.origin)
-        boxes = outline_boxes(H, bank.outline_uv, slot_hw)
-        return EOTBatch(images, boxes, corners)
+            frames = background.images.to(device)
+            if background.keep_clean:
+                background._clean = (_window(frames, roi), roi.origin)
+            images = _paste(frames, roi_out, roi.origin)
+        return EOTBatch(images, layout.boxes, layout.corners)
+
+    def layout(self, params: dict, bank: SceneBank, slot_hw: tuple[int, int], device: str | torch.device | None = None,
+               batch: int | None = None) -> Layout:
+        """The slot's geometry in the rendered images of ``params``' samples, for a patch of ``slot_hw`` (h, w),
+        with one window per ``batch`` consecutive samples (all of them when None)."""
+        device = torch.device(device) if device is not None else bank.images.device
+        origin = params["crop"]["origin"].to(device)
+        corners = params["placement"]["corners"].to(device) - origin[:, None, :].float()
+        H = ops.quad_homography((slot_hw[1], slot_hw[0]), corners)
+        return Layout(tuple(slot_hw), corners, H, outline_boxes(H, bank.outline_uv, slot_hw), params["occlusion"],
+                      _rois(corners, self._out_hw(params, bank), batch or int(corners.shape[0])), batch)
 
     @torch.no_grad()
     def background(self, params: dict, bank: SceneBank, device: str | torch.device | None = None) -> Background:
@@ -311,6 +386,10 @@ class EOT:
         return self.cfg.compression.apply(ops.clamp(x, 0, 1), params["compression"])
 
 
+#: a :class:`Layout` of several batches makes its occluders' coverage at once up to this many values (a pool's
+#: 64 steps of 12 samples with 96 x 96 px patches: 7.1 M, 28 MB); larger ones make it a batch at a time
+LAYOUT_OCCLUSION_MAX = 16_000_000
+
 #: clean backgrounds are rendered this many samples at a time (:meth:`EOT.background`)
 BACKGROUND_CHUNK = 12
 
@@ -332,21 +411,26 @@ class _Roi:
         return self.h * self.w
 
 
-def _roi(corners: torch.Tensor, frame_hw: tuple[int, int]) -> _Roi:
-    """Block-aligned windows around each quad, one size for the batch, inside the frame. Worked out in Python
-    on the CPU: for a dozen quads, a dozen tensor operations cost more than the arithmetic."""
+def _rois(corners: torch.Tensor, frame_hw: tuple[int, int], batch: int) -> list[_Roi]:
+    """Block-aligned windows around each quad (B, 4, 2), one size for each ``batch`` consecutive quads, inside
+    the frame. Worked out in Python on the CPU: for a dozen quads, a dozen tensor operations cost more than
+    the arithmetic."""
     h, w = frame_hw
-    starts, ends = [], []
-    for quad in corners.detach().cpu().tolist():
-        xs, ys = [p[0] for p in quad], [p[1] for p in quad]
-        starts.append((max(math.floor(min(xs) - ROI_MARGIN_PX) // 8 * 8, 0),
-                       max(math.floor(min(ys) - ROI_MARGIN_PX) // 8 * 8, 0)))
-        ends.append((math.ceil(max(xs) + ROI_MARGIN_PX), math.ceil(max(ys) + ROI_MARGIN_PX)))
-    size_w = min((max(e[0] - s[0] for s, e in zip(starts, ends)) + 7) // 8 * 8, w)
-    size_h = min((max(e[1] - s[1] for s, e in zip(starts, ends)) + 7) // 8 * 8, h)
-    origin = [(min(x, w - size_w), min(y, h - size_h)) for x, y in starts]
-    return _Roi(torch.tensor(origin, dtype=torch.long, device=corners.device), size_h, size_w,
-                aligned=all(x % 8 == 0 and y % 8 == 0 for x, y in origin))
+    quads = corners.detach().cpu().tolist()
+    rois = []
+    for k in range(0, len(quads), batch):
+        starts, ends = [], []
+        for quad in quads[k:k + batch]:
+            xs, ys = [p[0] for p in quad], [p[1] for p in quad]
+            starts.append((max(math.floor(min(xs) - ROI_MARGIN_PX) // 8 * 8, 0),
+                           max(math.floor(min(ys) - ROI_MARGIN_PX) // 8 * 8, 0)))
+            ends.append((math.ceil(max(xs) + ROI_MARGIN_PX), math.ceil(max(ys) + ROI_MARGIN_PX)))
+        size_w = min((max(e[0] - s[0] for s, e in zip(starts, ends)) + 7) // 8 * 8, w)
+        size_h = min((max(e[1] - s[1] for s, e in zip(starts, ends)) + 7) // 8 * 8, h)
+        origin = [(min(x, w - size_w), min(y, h - size_h)) for x, y in starts]
+        rois.append(_Roi(torch.tensor(origin, dtype=torch.long, device=corners.device), size_h, size_w,
+                         aligned=all(x % 8 == 0 and y % 8 == 0 for x, y in origin)))
+    return rois
 
 
 def _pixels(start: torch.Tensor, size: int, limit: int, context: int = 0) -> torch.Tensor:

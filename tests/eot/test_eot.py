@@ -22,6 +22,7 @@ from patchsim.eot.transforms import (
     SensorNoise,
     params_from_json,
     params_to_json,
+    select,
 )
 
 
@@ -277,13 +278,15 @@ def test_reused_backgrounds_give_the_pixels_of_their_params_and_replay_from_any_
     colours = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(12))
     drawn = []
     for step in range(6):
-        params, background = pool.draw(step, torch.Generator().manual_seed(100 + step))
+        params, background = pool.draw(step, (24, 24))
         assert (params["crop"]["origin"] > 0).any()
         out = eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), params, bank,
                          background=background)
         with torch.no_grad():
-            exact = eot.render(colours, torch.ones(1, 24, 24), params, bank).images  # no reuse
-        assert out.images.requires_grad and torch.allclose(out.images, exact, atol=1e-5)
+            exact = eot.render(colours, torch.ones(1, 24, 24), params, bank)  # no reuse, no precomputed layout
+        assert out.images.requires_grad and torch.allclose(out.images, exact.images, atol=1e-5)
+        assert torch.allclose(out.boxes, exact.boxes) and torch.allclose(out.corners, exact.corners)
+        out.images.sum().backward()  # the step is done with its frames
         # the reused background really is used: a black one stays black away from the slot
         black = Background(torch.zeros_like(background.images), background.pivot, background.scene,
                            background.origin)
@@ -295,13 +298,14 @@ def test_reused_backgrounds_give_the_pixels_of_their_params_and_replay_from_any_
             x1, y1 = out.corners[i].max(0).values.long().tolist()
             assert float(dark[i, :, max(y0, 0):y1, max(x0, 0):x1].mean()) > 0.05  # the slot's window is rendered
         drawn.append(params)
-    # within a pool the camera repeats and the slot's conditions are fresh; the next pool is new
+    # within a pool the camera repeats, each background as often as the others, and the slot's conditions
+    # are fresh; the next pool is new
     first_pool = torch.cat([d["lighting"]["brightness"] for d in drawn[:4]])  # 12 samples from 6 backgrounds
-    assert len(first_pool) == 12 and len(torch.unique(first_pool)) <= 6
+    assert torch.unique(first_pool, return_counts=True)[1].tolist() == [2] * 6
     assert not torch.isin(drawn[4]["lighting"]["brightness"], first_pool).any()
     assert not torch.equal(drawn[0]["placement"]["corners"], drawn[1]["placement"]["corners"])
     # a fresh pool (a resumed run) serves step 5 exactly as the one that went through steps 0-4
-    again, _ = BackgroundPool(eot, bank, size=6, reuse=2.0, batch=3, seed=7).draw(5, torch.Generator().manual_seed(105))
+    again, _ = BackgroundPool(eot, bank, size=6, reuse=2.0, batch=3, seed=7).draw(5, (24, 24))
     assert json.dumps(params_to_json(again)) == json.dumps(params_to_json(drawn[5]))
     with pytest.raises(ValueError, match="cannot fill"):
         BackgroundPool(eot, bank, size=2, reuse=2.0, batch=3, seed=7)
@@ -309,18 +313,51 @@ def test_reused_backgrounds_give_the_pixels_of_their_params_and_replay_from_any_
     with pytest.raises(ValueError, match="already rendered into"):
         eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), params, bank, background=background)
     # a background of other samples is refused, not pasted into
-    other_params, other = pool.draw(6, torch.Generator().manual_seed(1))
+    other_params, other = pool.draw(8, (24, 24))  # the next pool: other samples
     with pytest.raises(ValueError, match="other samples"):
         eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), drawn[5], bank, background=other)
-    # each draw reuses the last one's buffer: a background drawn before it refuses to render
-    later_params, later = pool.draw(7, torch.Generator().manual_seed(2))
-    assert later.images.data_ptr() == other.images.data_ptr()
-    with pytest.raises(ValueError, match="overwritten by a later draw"):
+    # the frames are the pool's: the next draw puts back the pixels a render wrote over, and a background
+    # drawn before it refuses to render
+    eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), other_params, bank, background=other)
+    later_params, later = pool.draw(9, (24, 24))
+    with torch.no_grad():
+        clean = eot.background(pool._params, bank).images
+    assert torch.equal(pool._background.images, clean)
+    with pytest.raises(ValueError, match="serve a later draw"):
         eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), other_params, bank, background=other)
     out = eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), later_params, bank, background=later)
     with torch.no_grad():
         exact = eot.render(colours, torch.ones(1, 24, 24), later_params, bank).images
     assert torch.allclose(out.images, exact, atol=1e-5)
+    # without the patch's size the background carries no geometry, and the render works it out
+    plain_params, plain = pool.draw(10)
+    assert plain.layout is None
+    out = eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), plain_params, bank, background=plain)
+    with torch.no_grad():
+        exact = eot.render(colours, torch.ones(1, 24, 24), plain_params, bank).images
+    assert torch.allclose(out.images, exact, atol=1e-5)
+
+
+def test_a_layout_of_several_batches_equals_each_batch_worked_out_alone(monkeypatch):
+    import patchsim.eot.pipeline as pipeline
+
+    bank = _bank(h=320, w=448)
+    eot = EOT(_identity_cfg(**STRONG, crop_px=256))
+    params = eot.sample(bank, 6, torch.Generator().manual_seed(3))
+    whole = eot.layout(params, bank, (24, 20), batch=3)
+    with pytest.raises(ValueError, match="no single window"):
+        _ = whole.roi
+    monkeypatch.setattr(pipeline, "LAYOUT_OCCLUSION_MAX", 0)  # too large to make at once: made per batch
+    per_batch = eot.layout(params, bank, (24, 20), batch=3)
+    assert whole.occlusion is not None and per_batch.occlusion is None
+    for k in range(2):
+        alone = eot.layout(select(params, list(range(3 * k, 3 * k + 3))), bank, (24, 20))
+        for part in (whole.part(k), per_batch.part(k)):
+            assert (part.roi.origin.tolist(), part.roi.h, part.roi.w) == (alone.roi.origin.tolist(), alone.roi.h,
+                                                                           alone.roi.w)
+            assert part.occlusion.sum() > 0 and torch.equal(part.occlusion, alone.occlusion)
+            for name in ("corners", "H", "boxes"):
+                assert torch.allclose(getattr(part, name), getattr(alone, name), atol=1e-4), name
 
 
 def test_backgrounds_rendered_in_chunks_equal_one_render(monkeypatch):
