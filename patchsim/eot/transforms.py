@@ -96,10 +96,9 @@ class Occlusion:
         ys = (torch.arange(h, device=device) + 0.5) / h
         xs = (torch.arange(w, device=device) + 0.5) / w
         r = p["rect"].to(device)
-        inside_x = (xs[None] >= r[:, 0:1]) & (xs[None] < r[:, 2:3])
-        inside_y = (ys[None] >= r[:, 1:2]) & (ys[None] < r[:, 3:4])
-        a = (inside_y[:, :, None] & inside_x[:, None, :]).float()
-        return (a * p["on"].to(device)[:, None, None])[:, None]
+        inside_x = ((xs[None] >= r[:, 0:1]) & (xs[None] < r[:, 2:3])).float()  # (B, w)
+        inside_y = ((ys[None] >= r[:, 1:2]) & (ys[None] < r[:, 3:4])).float() * p["on"].to(device)[:, None]
+        return (inside_y[:, :, None] * inside_x[:, None, :])[:, None]  # one pass over (B, h, w)
 
 
 @dataclass
