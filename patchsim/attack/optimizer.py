@@ -43,7 +43,7 @@ from patchsim.attack.patch import (
 )
 from patchsim.config import to_dict
 from patchsim.eot.pipeline import EOT, Background
-from patchsim.eot.pool import BackgroundPool
+from patchsim.eot.pool import SAMPLING_SCHEME, BackgroundPool
 from patchsim.eot.printer import load_profile, non_printability
 from patchsim.eot.scenes import SceneBank, build_sim_bank, load_photo_bank
 from patchsim.eot.transforms import params_to_json, select
@@ -200,13 +200,18 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
 
     opt = torch.optim.Adam([patch.colours], lr=cfg.lr)
     state = {"step": 0, "best_score": -1.0, "best_tiebreak": -math.inf, "best_step": -1, "best_colours": None,
-             "history": [], "evals": [], "elapsed_s": 0.0, "eval_s": 0.0, "positions": None}
+             "history": [], "evals": [], "elapsed_s": 0.0, "eval_s": 0.0, "positions": None,
+             "pool_sampling": SAMPLING_SCHEME}
     if resume:
         ck = torch.load(ckpt_path, map_location=cfg.device, weights_only=True)
         patch.colours.data.copy_(ck["colours"])
         patch.mask = ck["mask"].to(patch.mask)  # already clipped to the outline when it was saved
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
+        if eot.cfg.background_reuse > 1 and state.get("pool_sampling", 1) != SAMPLING_SCHEME:
+            raise CheckpointError(f"{ckpt_path}: written by a patchsim whose background pool drew its samples "
+                                  f"another way (scheme {state.get('pool_sampling', 1)}, now {SAMPLING_SCHEME}); "
+                                  f"resuming would not repeat the run, so start it again with a new --out")
         # a checkpoint from before the tie-break: its best patch keeps winning ties, as it did then
         state.setdefault("best_tiebreak", math.inf if state["best_step"] >= 0 else -math.inf)
     else:

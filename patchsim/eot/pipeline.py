@@ -110,6 +110,14 @@ class Layout:
         if self.occlusion is None and (len(self.rois) == 1 or values <= LAYOUT_OCCLUSION_MAX):
             self.occlusion = Occlusion.alpha(self.occluders, self.slot_hw, self.corners.device)
 
+    def check(self, params: dict) -> None:
+        """Raise ValueError unless this is the layout of ``params``' placement and occluders."""
+        corners = params["placement"]["corners"].to(self.corners) - params["crop"]["origin"].to(self.corners)[:, None]
+        if corners.shape != self.corners.shape or not torch.equal(corners, self.corners) or not all(
+                torch.equal(v.cpu(), params["occlusion"][k].cpu()) for k, v in self.occluders.items()):
+            raise ValueError("the background's layout was worked out for other samples (placement or occluders "
+                             "differ from params)")
+
     @property
     def roi(self) -> _Roi:
         """The one window of a layout of one batch."""
@@ -131,7 +139,7 @@ class Background:
     """Clean frames through the camera, ready for a patch window to be pasted in.
 
     Attributes:
-        images: (B, 3, S, S) in [0, 1], no patch and no occluder.
+        images: (B, 3, S, S) in [0, 1], no patch and no occluder (until a render writes its window in).
         pivot: (B,) the mean each sample's contrast change pivots on (of the clean frame).
         scene, origin: (B,) and (B, 2) the scenes and crop origins it was rendered for; a render
             checks them against its params.
@@ -244,8 +252,10 @@ class EOT:
 
         ``background``: the clean frames of these samples through the camera (:meth:`background`),
         rendered earlier and reused; only the window around the slot is then rendered anew, and written
-        into ``background.images`` in place (no copy of the frames), so a background serves one render
-        (:meth:`BackgroundPool.draw <patchsim.eot.pool.BackgroundPool.draw>` gives a fresh one each step).
+        into ``background.images`` in place (no copy of the frames), so a background serves one render.
+        :meth:`BackgroundPool.draw <patchsim.eot.pool.BackgroundPool.draw>` serves slices of the pool's
+        frames, with the slot's geometry worked out already; the next draw puts the clean pixels back, so
+        the returned images hold the patch only until then.
         """
         device = torch.device(device) if device is not None else bank.images.device
         scene = params["scene"].to(bank.images.device)
@@ -254,7 +264,9 @@ class EOT:
         origin = params["crop"]["origin"].to(device)
         slot_hw = tuple(mask.shape[-2:]) if mask is not None else (64, int(64 * bank.slot_size_m[0] / bank.slot_size_m[1]))
         layout = background.layout if background is not None else None
-        if layout is None or layout.slot_hw != slot_hw:
+        if layout is not None:
+            layout.check(params)
+        if layout is None or layout.slot_hw != slot_hw or layout.corners.device != device:
             layout = self.layout(params, bank, slot_hw, device)
         roi = layout.roi
         seen = None

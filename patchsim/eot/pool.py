@@ -37,6 +37,11 @@ from patchsim.eot.pipeline import EOT, Background, Layout
 from patchsim.eot.scenes import SceneBank
 from patchsim.eot.transforms import select
 
+#: how a pool draws its samples; a checkpoint records it, and a run resumes only under the same scheme
+#: (1: each step drew a random batch of the pool and its slot conditions from the step's generator;
+#: 2: groups of like slot size, every step drawn from the pool's generator)
+SAMPLING_SCHEME = 2
+
 
 def _rows(params: dict, start: int, stop: int) -> dict:
     """The params of samples ``start .. stop - 1`` (views)."""

@@ -56,6 +56,18 @@ def test_resume_after_kill_ends_with_the_same_patch(tmp_path):
     assert whole.metrics["heldout_success_rate"] == resumed.metrics["heldout_success_rate"]
 
 
+def test_a_checkpoint_of_another_pool_sampling_scheme_is_not_resumed(tmp_path):
+    cfg = _tiny()
+    cfg.steps = 2
+    run_attack(cfg, tmp_path / "run", progress=False)
+    ck_path = tmp_path / "run" / "checkpoint.pt"
+    ck = torch.load(ck_path, weights_only=True)
+    del ck["state"]["pool_sampling"]  # as written before the scheme was recorded
+    torch.save(ck, ck_path)
+    with pytest.raises(CheckpointError, match="drew its samples another way"):
+        run_attack(cfg, tmp_path / "run", resume=True, progress=False)
+
+
 def test_run_directory_is_self_describing(tmp_path):
     cfg = _tiny()
     cfg.steps = 4

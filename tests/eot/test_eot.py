@@ -309,11 +309,21 @@ def test_reused_backgrounds_give_the_pixels_of_their_params_and_replay_from_any_
     assert json.dumps(params_to_json(again)) == json.dumps(params_to_json(drawn[5]))
     with pytest.raises(ValueError, match="cannot fill"):
         BackgroundPool(eot, bank, size=2, reuse=2.0, batch=3, seed=7)
+    # a background's geometry belongs to its own step: the params of another step on the same group are refused
+    fresh = BackgroundPool(eot, bank, size=6, reuse=2.0, batch=3, seed=7)
+    first, _ = fresh.draw(0, (24, 24))
+    for step in range(1, 4):
+        same_group, same_frames = fresh.draw(step, (24, 24))
+        if torch.equal(same_group["crop"]["origin"], first["crop"]["origin"]):
+            break
+    assert torch.equal(same_group["scene"], first["scene"])  # each group serves two of the pool's four steps
+    with pytest.raises(ValueError, match="worked out for other samples"):
+        eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), first, bank, background=same_frames)
     # a background serves one render: its frames now hold that render's patch
     with pytest.raises(ValueError, match="already rendered into"):
         eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), params, bank, background=background)
     # a background of other samples is refused, not pasted into
-    other_params, other = pool.draw(8, (24, 24))  # the next pool: other samples
+    other_params, other = pool.draw(8, (24, 24))  # a later pool: other samples
     with pytest.raises(ValueError, match="other samples"):
         eot.render(colours.clone().requires_grad_(True), torch.ones(1, 24, 24), drawn[5], bank, background=other)
     # the frames are the pool's: the next draw puts back the pixels a render wrote over, and a background
