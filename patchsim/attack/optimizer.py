@@ -208,9 +208,10 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
         patch.mask = ck["mask"].to(patch.mask)  # already clipped to the outline when it was saved
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
-        if eot.cfg.background_reuse > 1 and state.get("pool_sampling", 1) != SAMPLING_SCHEME:
+        scheme = state.get("pool_sampling", 1)  # checkpoints from before the scheme was recorded: 1
+        if eot.cfg.background_reuse > 1 and scheme != SAMPLING_SCHEME:
             raise CheckpointError(f"{ckpt_path}: written by a patchsim whose background pool drew its samples "
-                                  f"another way (scheme {state.get('pool_sampling', 1)}, now {SAMPLING_SCHEME}); "
+                                  f"another way (scheme {scheme}, now {SAMPLING_SCHEME}); "
                                   f"resuming would not repeat the run, so start it again with a new --out")
         # a checkpoint from before the tie-break: its best patch keeps winning ties, as it did then
         state.setdefault("best_tiebreak", math.inf if state["best_step"] >= 0 else -math.inf)

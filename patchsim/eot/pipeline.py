@@ -112,8 +112,7 @@ class Layout:
 
     def check(self, params: dict) -> None:
         """Raise ValueError unless this is the layout of ``params``' placement and occluders."""
-        corners = params["placement"]["corners"].to(self.corners) - params["crop"]["origin"].to(self.corners)[:, None]
-        if corners.shape != self.corners.shape or not torch.equal(corners, self.corners) or not all(
+        if not torch.equal(_slot_corners(params, self.corners.device), self.corners) or not all(
                 torch.equal(v.cpu(), params["occlusion"][k].cpu()) for k, v in self.occluders.items()):
             raise ValueError("the background's layout was worked out for other samples (placement or occluders "
                              "differ from params)")
@@ -177,11 +176,7 @@ class Background:
     def restore(self) -> None:
         """Put back the clean pixels a render wrote its window over (kept with ``keep_clean``)."""
         if self._clean is not None:
-            windows, origin = self._clean
-            frames = self.images.detach()
-            h, w = windows.shape[-2:]
-            for i, (x, y) in enumerate(origin.tolist()):
-                frames[i, :, y:y + h, x:x + w] = windows[i]
+            _write_windows(self.images.detach(), *self._clean)
             self._clean = None
 
     def check(self, params: dict, out_hw: tuple[int, int]) -> None:
@@ -322,8 +317,7 @@ class EOT:
         """The slot's geometry in the rendered images of ``params``' samples, for a patch of ``slot_hw`` (h, w),
         with one window per ``batch`` consecutive samples (all of them when None)."""
         device = torch.device(device) if device is not None else bank.images.device
-        origin = params["crop"]["origin"].to(device)
-        corners = params["placement"]["corners"].to(device) - origin[:, None, :].float()
+        corners = _slot_corners(params, device)
         H = ops.quad_homography((slot_hw[1], slot_hw[0]), corners)
         return Layout(tuple(slot_hw), corners, H, outline_boxes(H, bank.outline_uv, slot_hw), params["occlusion"],
                       _rois(corners, self._out_hw(params, bank), batch or int(corners.shape[0])), batch)
@@ -445,6 +439,11 @@ def _rois(corners: torch.Tensor, frame_hw: tuple[int, int], batch: int) -> list[
     return rois
 
 
+def _slot_corners(params: dict, device: torch.device) -> torch.Tensor:
+    """(B, 4, 2) the slot's corners of ``params``' samples in their rendered images (frames or crop windows)."""
+    return params["placement"]["corners"].to(device) - params["crop"]["origin"].to(device)[:, None, :].float()
+
+
 def _pixels(start: torch.Tensor, size: int, limit: int, context: int = 0) -> torch.Tensor:
     """(B, size + 2 context) pixel indices ``start - context .. start + size + context - 1`` along one axis,
     clamped to ``0 .. limit - 1`` (what replicate padding reads past an edge)."""
@@ -491,16 +490,21 @@ def _paste(frame: torch.Tensor, win: torch.Tensor, origin: torch.Tensor) -> torc
 class _PasteInPlace(torch.autograd.Function):
     @staticmethod
     def forward(ctx, frame: torch.Tensor, win: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
-        sh, sw = win.shape[-2:]
-        ctx.origin, ctx.win_hw = origin, (sh, sw)
-        for i, (x, y) in enumerate(origin.tolist()):
-            frame[i, :, y:y + sh, x:x + sw] = win[i]
+        ctx.origin, ctx.win_hw = origin, tuple(win.shape[-2:])
+        _write_windows(frame, win, origin)
         ctx.mark_dirty(frame)
         return frame
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return None, _cut(grad, range(grad.shape[0]), ctx.origin, *ctx.win_hw), None
+
+
+def _write_windows(frame: torch.Tensor, win: torch.Tensor, origin: torch.Tensor) -> None:
+    """Write each window (B, C, sh, sw) into ``frame`` (B, C, H, W) at its origin (B, 2) (x, y), in place."""
+    sh, sw = win.shape[-2:]
+    for i, (x, y) in enumerate(origin.tolist()):
+        frame[i, :, y:y + sh, x:x + sw] = win[i]
 
 
 def outline_boxes(H: torch.Tensor, outline_uv, slot_hw: tuple[int, int]) -> torch.Tensor:

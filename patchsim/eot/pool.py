@@ -68,7 +68,7 @@ class BackgroundPool:
         self._params: dict | None = None  # the pool's samples, sorted by slot size
         self._background: Background | None = None
         self._groups: list[int] = []  # which group each step of the pool takes
-        self._fresh: dict | None = None  # each step's placement, print error and occluder (steps x batch)
+        self._steps: dict | None = None  # each step's params, fresh slot conditions included (steps x batch)
         self._layout: Layout | None = None  # their geometry
         self._served: Background | None = None  # the last step's
 
@@ -91,11 +91,9 @@ class BackgroundPool:
         if block != self._block:
             self._start(block)
         if slot_hw is not None and (self._layout is None or self._layout.slot_hw != tuple(slot_hw)):
-            self._layout = self.eot.layout({**self._step_params(), **self._fresh}, self.bank, tuple(slot_hw),
-                                           self.device, batch=self.batch)
+            self._layout = self.eot.layout(self._steps, self.bank, tuple(slot_hw), self.device, batch=self.batch)
         g = self._groups[k]
-        params = {**_rows(self._params, g * self.batch, (g + 1) * self.batch),
-                  **_rows(self._fresh, k * self.batch, (k + 1) * self.batch)}
+        params = _rows(self._steps, k * self.batch, (k + 1) * self.batch)
         layout = self._layout.part(k) if slot_hw is not None else None
         self._served = self._background.rows(g * self.batch, (g + 1) * self.batch, layout)
         return params, self._served
@@ -113,12 +111,8 @@ class BackgroundPool:
         order = torch.cat([torch.randperm(groups, generator=gen)
                            for _ in range(-(-self.steps_per_pool // groups))])
         self._groups = order[:self.steps_per_pool].tolist()
-        self._fresh = {k: v for k, v in self.eot.resample_patch(self._step_params(), self.bank, gen).items()
-                       if k in ("placement", "printer_error", "occlusion")}
+        # the pool's samples as each step takes them, with fresh slot conditions
+        index = torch.cat([torch.arange(g * self.batch, (g + 1) * self.batch) for g in self._groups])
+        self._steps = self.eot.resample_patch(select(self._params, index), self.bank, gen)
         self._layout = None
         self._block = block
-
-    def _step_params(self) -> dict:
-        """The pool's samples as each step of the pool takes them (steps x batch)."""
-        index = torch.cat([torch.arange(g * self.batch, (g + 1) * self.batch) for g in self._groups])
-        return select(self._params, index)
