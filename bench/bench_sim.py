@@ -19,17 +19,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def fps(frames: int, labels: bool, fog: bool = False) -> float:
-    from patchsim.sim.embedded import EmbeddedSimulator
-    from patchsim.sim.render import expert_for
+    from patchsim.sim.expert import ExpertDriver
+    from patchsim.sim.factory import make_simulator
     from patchsim.sim.scenario import load_scenario
 
     sc = load_scenario(ROOT / "scenarios" / "stop_sign_approach.yaml")
     sc.duration_s = 1000.0
     if fog:
         sc.lighting.fog_visibility_m = 150.0
-    with EmbeddedSimulator(labels=labels) as sim:
+    with make_simulator("embedded", labels=labels) as sim:
         frame = sim.reset(sc, seed=0)
-        driver = expert_for(sim.scenario, sim.road)
+        driver = ExpertDriver.for_scenario(sim.scenario, sim.road)
         driver.stop_at_line = False
         for _ in range(10):  # warm-up
             frame = sim.step(driver.control(frame))

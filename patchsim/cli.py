@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -20,7 +20,38 @@ data_app = typer.Typer(no_args_is_help=True, help="Labelled data from the simula
 victims_app = typer.Typer(no_args_is_help=True, help="Victim perception models: train and evaluate.")
 app.add_typer(sim_app, name="sim")
 app.add_typer(data_app, name="data")
+scenario_app = typer.Typer(no_args_is_help=True, help="Closed-loop scenario tests: runs and sweeps.")
 app.add_typer(victims_app, name="victims")
+app.add_typer(scenario_app, name="scenario")
+
+SimOpt = Annotated[str, typer.Option("--sim", help="simulator: embedded (built in) or carla (a running server)")]
+CarlaOpt = Annotated[Optional[str], typer.Option(
+    "--carla", help="CARLA server as HOST:PORT or HOST:PORT/TOWN (with --sim carla; default localhost:2000)")]
+CarlaTimeoutOpt = Annotated[float, typer.Option("--carla-timeout", help="seconds for each CARLA call")]
+CarlaLoadTimeoutOpt = Annotated[float, typer.Option("--carla-load-timeout", help="seconds for loading a CARLA town")]
+CarlaSpawnOpt = Annotated[int, typer.Option("--carla-spawn", min=0, help="CARLA spawn point index of the ego's start")]
+
+
+def _sim_spec(sim: str, carla: Optional[str], timeout_s: float = 10.0, load_timeout_s: float = 120.0,
+              spawn_index: int = 0):
+    """The SimSpec of the --sim options (a bad value exits 2 with a message)."""
+    from patchsim.sim.factory import SimSpec
+
+    if sim not in ("embedded", "carla"):
+        _fail(ValueError(f"--sim must be embedded or carla, not {sim!r}"))
+    if sim == "embedded":
+        if carla is not None:
+            _fail(ValueError("--carla needs --sim carla"))
+        return SimSpec()
+    host, port, town = "localhost", 2000, None
+    if carla:
+        address, _, town_part = carla.partition("/")
+        host, sep, port_text = address.partition(":")
+        if not host or (sep and not port_text.isdigit()):
+            _fail(ValueError(f"--carla must look like HOST:PORT or HOST:PORT/TOWN, not {carla!r}"))
+        port = int(port_text) if sep else 2000
+        town = town_part or None
+    return _run(SimSpec, "carla", host, port, town, timeout_s, load_timeout_s, carla_spawn_index=spawn_index)
 
 
 def _fail(exc: Exception) -> None:
@@ -53,16 +84,21 @@ def sim_render(
     slot: Optional[str] = typer.Option(None, help="patch slot name for --patch"),
     video: bool = typer.Option(True, help="write video.mp4"),
     steps: Optional[int] = typer.Option(None, help="render at most this many steps"),
+    sim: SimOpt = "embedded",
+    carla: CarlaOpt = None,
+    carla_timeout: CarlaTimeoutOpt = 10.0,
 ) -> None:
     """Drive SCENARIO with the ground-truth expert; write frames, video.mp4 and ground_truth.jsonl."""
     from patchsim.sim.render import render_scenario
 
+    spec = _sim_spec(sim, carla, carla_timeout)
     patches = None
     if patch is not None:
         if slot is None:
             _fail(ValueError("--patch needs --slot"))
         patches = {slot: _run(_read_rgba, patch)}
-    summary = _run(render_scenario, scenario, out, seed=seed, patches=patches, video=video, max_steps=steps)
+    summary = _run(render_scenario, scenario, out, seed=seed, patches=patches, video=video, max_steps=steps,
+                   sim_spec=spec)
     typer.echo(f"{summary.frames} frames at {summary.fps_rendered:.1f} frames/s -> {summary.out_dir}")
 
 
@@ -86,8 +122,12 @@ def data_generate(
     config: Optional[Path] = typer.Option(None, help="YAML with DetectorDataConfig / LaneDataConfig keys"),
     seed: Optional[int] = typer.Option(None, help="override the config's seed"),
     scenes: Optional[int] = typer.Option(None, help="override the number of (training) scenes"),
+    sim: SimOpt = "embedded",
+    carla: CarlaOpt = None,
+    carla_timeout: CarlaTimeoutOpt = 10.0,
 ) -> None:
     """Randomized scenes -> a YOLO dataset (detector) or expert-labelled frames (lanekeeper)."""
+    spec = _sim_spec(sim, carla, carla_timeout)
     from patchsim.data.generate import (
         DetectorDataConfig,
         LaneDataConfig,
@@ -110,7 +150,7 @@ def data_generate(
         return
     if seed is not None:
         cfg.seed = seed
-    summary = _run(fn, cfg, out)
+    summary = _run(fn, cfg, out, sim_spec=spec)
     typer.echo(json.dumps(summary))
 
 
@@ -162,12 +202,16 @@ def victims_eval(
     device: str = typer.Option("cpu", help="cpu or cuda"),
     skip_detector: bool = typer.Option(False, help="lane-keepers only"),
     skip_lanekeepers: bool = typer.Option(False, help="detector only"),
+    sim: SimOpt = "embedded",
+    carla: CarlaOpt = None,
+    carla_timeout: CarlaTimeoutOpt = 10.0,
 ) -> None:
     """Clean quality: detector mAP50 and stop-sign recall by distance; lane-keepers closed loop."""
     from patchsim.victims.report import evaluate_victims
 
+    spec = _sim_spec(sim, carla, carla_timeout)
     result = _run(evaluate_victims, detector, lanekeeper, data, seeds, device, not skip_detector,
-                  not skip_lanekeepers)
+                  not skip_lanekeepers, sim_spec=spec)
     if as_json:
         typer.echo(json.dumps(result))
     else:
@@ -209,34 +253,147 @@ def attack(
                   if "clean_detection_rate" in m else ""))
 
 
+@scenario_app.command("run")
+def scenario_run(
+    scenario: Path = typer.Argument(..., help="scenario YAML file"),
+    out: Path = typer.Option(..., "--out", help="output directory (a killed run resumes into it)"),
+    patch: list[Path] = typer.Option([], "--patch", help="attack run directory; repeat for several"),
+    seeds: int = typer.Option(3, min=1, help="seeds, each driven clean and with each patch"),
+    seed_start: int = typer.Option(0, min=0, help="first seed"),
+    workers: int = typer.Option(1, min=1, help="episodes in parallel"),
+    executor: str = typer.Option("local", help="local or ray"),
+    detector: str = typer.Option("detector:default", help="detector in the planner"),
+    lanekeeper: Optional[str] = typer.Option(None, help="lane-keeper at the wheel (default: the patch's victim)"),
+    driver: str = typer.Option("auto", help="planner, lanekeeper, or auto (planner when the scenario has signs)"),
+    confirm: str = typer.Option("2/3", help="planner: detections needed among recent frames, K/N"),
+    min_score: float = typer.Option(0.25, min=0.0, max=1.0, help="planner: detection score that counts"),
+    videos: int = typer.Option(1, min=0, help="annotated videos of the first seeds of each variant"),
+    dry_run: bool = typer.Option(False, help="with --sim carla: print the scenario in CARLA terms and stop"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+    sim: SimOpt = "embedded",
+    carla: CarlaOpt = None,
+    carla_timeout: CarlaTimeoutOpt = 10.0,
+    carla_load_timeout: CarlaLoadTimeoutOpt = 120.0,
+    carla_spawn: CarlaSpawnOpt = 0,
+) -> None:
+    """Closed-loop test: each seed driven clean and with each patch; results.json, videos, plots."""
+    from patchsim.closedloop.report import comparison_table, format_table
+    from patchsim.closedloop.run import run_scenario
+
+    spec = _sim_spec(sim, carla, carla_timeout, carla_load_timeout, carla_spawn)
+    if dry_run:
+        _carla_dry_run(scenario, spec)
+        return
+    planner = _planner_config(confirm, min_score)
+    summary = _run(run_scenario, scenario, out, [str(p) for p in patch], seeds, seed_start, workers, executor, spec,
+                   detector, lanekeeper, driver, planner, videos, progress=progress)
+    typer.echo(format_table(comparison_table(summary["variants"])))
+    typer.echo(f"results -> {out}/results.json")
+
+
+def _planner_config(confirm: str, min_score: float):
+    from patchsim.closedloop.drivers import PlannerConfig
+    from patchsim.config import from_dict
+
+    k, sep, n = confirm.partition("/")
+    if not (sep and k.isdigit() and n.isdigit()):
+        _fail(ValueError(f"--confirm must look like K/N (e.g. 2/3), not {confirm!r}"))
+    return _run(from_dict, PlannerConfig, {"confirm_k": int(k), "confirm_n": int(n), "min_score": min_score},
+                "--confirm/--min-score")
+
+
+def _carla_dry_run(scenario: Path, spec) -> None:
+    from patchsim.sim.carla_dryrun import describe_in_carla, format_dry_run
+    from patchsim.sim.scenario import load_scenario
+
+    if spec.backend != "carla":
+        _fail(ValueError("--dry-run shows the scenario in CARLA terms: use it with --sim carla"))
+    sc = _run(load_scenario, scenario)
+    typer.echo(format_dry_run(_run(describe_in_carla, sc, spawn_index=spec.carla_spawn_index, town=spec.carla_town)))
+
+
+@scenario_app.command("sweep")
+def scenario_sweep(
+    sweep_file: Path = typer.Argument(..., help="sweep YAML (see scenarios/sweeps/)"),
+    out: Path = typer.Option(..., "--out", help="output directory (a killed sweep resumes into it)"),
+    patch: list[Path] = typer.Option([], "--patch", help="attack run directory, added to the sweep file's"),
+    workers: int = typer.Option(2, min=1, help="episodes in parallel (worker processes or Ray actors)"),
+    executor: str = typer.Option("local", help="local (worker processes) or ray"),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: a local Ray instance)"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+    sim: SimOpt = "embedded",
+    carla: CarlaOpt = None,
+    carla_timeout: CarlaTimeoutOpt = 10.0,
+    carla_load_timeout: CarlaLoadTimeoutOpt = 120.0,
+    carla_spawn: CarlaSpawnOpt = 0,
+) -> None:
+    """Sweep a scenario over seeds and conditions, clean vs patched: episodes.parquet, summary.json, report.html."""
+    from patchsim.closedloop.report import comparison_table, format_table
+    from patchsim.closedloop.sweep import run_sweep
+
+    spec = _sim_spec(sim, carla, carla_timeout, carla_load_timeout, carla_spawn)
+    summary = _run(run_sweep, sweep_file, out, workers, executor, [str(p) for p in patch], spec, ray_address,
+                   progress=progress)
+    typer.echo(format_table(comparison_table(summary["variants"])))
+    typer.echo(f"{summary['episodes']} episodes ({summary['episodes_resumed']} resumed) in {summary['wall_s']} s "
+               f"-> {out}/report.html")
+
+
 @app.command("validate")
 def validate(
     run_dir: Path = typer.Argument(..., help="attack run directory"),
     out: Optional[Path] = typer.Option(None, help="output directory (default RUN_DIR/validation)"),
-    seeds: int = typer.Option(3, help="closed-loop runs, each clean and patched"),
-    scenario: Optional[str] = typer.Option(None, help="scenario YAML (default: the attack's)"),
-    video: bool = typer.Option(True, help="write videos of seed 0"),
+    seeds: int = typer.Option(3, min=1, help="closed-loop runs, each clean and patched"),
+    scenario: Optional[Path] = typer.Option(None, help="scenario YAML (default: the attack's)"),
+    workers: int = typer.Option(1, min=1, help="episodes in parallel"),
+    videos: int = typer.Option(1, min=0, help="annotated videos of the first seeds"),
 ) -> None:
-    """Closed-loop scenario test of a patch: does the car stop at the line, does it stay in lane?"""
-    from patchsim.scenario.validate import validate_run
+    """Closed-loop scenario test of a patch on the scenario it was made for (`scenario run` with its defaults)."""
+    from patchsim.closedloop.report import comparison_table, format_table
+    from patchsim.closedloop.run import validate_run
 
-    result = _run(validate_run, run_dir, out, seeds, scenario, video)
-    typer.echo(json.dumps(result["summary"]))
+    summary = _run(validate_run, run_dir, out, seeds, scenario, workers, videos)
+    typer.echo(format_table(comparison_table(summary["variants"])))
+
+
+@app.command("field")
+def field_test(
+    source: Path = typer.Argument(..., help="a video (MP4, ...) or a folder of images of a drive-by"),
+    out: Path = typer.Option(..., "--out", help="output directory"),
+    victim: str = typer.Option("detector:default", help="detector spec or checkpoint"),
+    sign_class: str = typer.Option("stop_sign", help="the sign class to look for"),
+    confirm: str = typer.Option("2/3", help="planner confirmation, K/N"),
+    min_score: float = typer.Option(0.25, min=0.0, max=1.0, help="detection score that counts"),
+    fps: Optional[float] = typer.Option(None, help="frame rate of an image folder (default 20)"),
+) -> None:
+    """Field test of a printed patch: the victim on every frame of a real drive-by, annotated video and metrics."""
+    from patchsim.closedloop.field import field_test as run_field
+
+    planner = _planner_config(confirm, min_score)
+    summary = _run(run_field, source, out, victim, sign_class, planner, fps)
+    typer.echo(json.dumps({k: v for k, v in summary.items() if k != "frames"}))
 
 
 @app.command("pipeline")
 def pipeline(
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="output directory"),
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="output directory (a killed run resumes into it)"),
     config: Optional[str] = typer.Option(None, help="attack YAML or shipped name (default stop_sticker_vanish)"),
-    seeds: int = typer.Option(2, help="closed-loop validation runs"),
+    heldout_seeds: int = typer.Option(10, min=1, help="held-out closed-loop conditions, each clean and patched"),
+    workers: int = typer.Option(2, min=1, help="closed-loop episodes in parallel"),
+    sweep: Optional[Path] = typer.Option(None, help="held-out sweep file (default: scenarios/sweeps/ for the slot)"),
     paper: str = typer.Option("A4", help="paper for the printable"),
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
-    """The main job: make a patch, validate it in the simulator, write the printable PDF into printables/."""
+    """The main job: make a patch, test it in closed loop under held-out conditions, write the printable PDF."""
+    from patchsim.closedloop.report import comparison_table, format_table
     from patchsim.pipeline import run_pipeline
 
-    summary = _run(run_pipeline, out, config, seeds, "printables", paper, progress)
-    typer.echo(json.dumps(summary))
+    summary = _run(run_pipeline, out, config, heldout_seeds, workers, "printables", paper, sweep, progress)
+    m = summary["attack"]
+    typer.echo(f"attack: held-out per-frame success {m['heldout_success_rate']:.1%} -> {summary['attack_dir']}")
+    typer.echo(f"closed loop, {summary['heldout']['episodes']} held-out episodes ({out}/heldout/report.html):")
+    typer.echo(format_table(comparison_table(summary["heldout"]["variants"])))
+    typer.echo(f"printable -> {summary['printable']}")
 
 
 # --------------------------------------------------------------------------- printing

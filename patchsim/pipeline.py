@@ -1,4 +1,4 @@
-"""The main job: make a patch, validate it in closed loop, write the printable PDF."""
+"""The main job: make a patch, test it in closed loop under held-out conditions, write the printable PDF."""
 
 from __future__ import annotations
 
@@ -7,18 +7,25 @@ from pathlib import Path
 
 from patchsim.runs import manifest, write_json
 
+SWEEPS_DIR = Path("scenarios") / "sweeps"
+#: The held-out sweep for each kind of patch slot.
+HELDOUT_SWEEPS = {"sign_face": "stop_sign_heldout.yaml", "road": "lane_keep_straight_heldout.yaml"}
 
-def run_pipeline(out_dir: str | Path, attack_config: str | Path | None = None, seeds: int = 2,
-                 printables_dir: str | Path = "printables", paper: str = "A4", progress: bool = True) -> dict:
-    """Attack (the shipped default unless ``attack_config``), validate, print.
 
-    Writes ``OUT/attack/`` (the attack run), ``OUT/attack/validation/`` (closed-loop results and
-    videos), ``printables/<patch id>.pdf`` (and a copy in ``OUT``), and ``OUT/summary.json``.
+def run_pipeline(out_dir: str | Path, attack_config: str | Path | None = None, heldout_seeds: int = 10,
+                 workers: int = 2, printables_dir: str | Path = "printables", paper: str = "A4",
+                 sweep: str | Path | None = None, progress: bool = True) -> dict:
+    """Attack (the shipped default unless ``attack_config``), sweep held-out conditions in closed loop, print.
+
+    Writes ``OUT/attack/`` (the attack run), ``OUT/heldout/`` (the closed-loop sweep: clean vs
+    patched over ``heldout_seeds`` held-out conditions, ``report.html``), ``printables/<name>.pdf``
+    (and a copy in ``OUT``), and ``OUT/summary.json``. A killed pipeline resumes where it stopped.
     """
     from patchsim.attack.config import load_attack_config
     from patchsim.attack.optimizer import run_attack
+    from patchsim.closedloop.patches import load_patch
+    from patchsim.closedloop.sweep import run_sweep
     from patchsim.printing import export_pdf
-    from patchsim.scenario.validate import validate_run
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -26,11 +33,13 @@ def run_pipeline(out_dir: str | Path, attack_config: str | Path | None = None, s
     attack_dir = out / "attack"
     resume = (attack_dir / "checkpoint.pt").is_file()
     attack = run_attack(cfg, attack_dir, resume=resume, progress=progress)
-    validation = validate_run(attack_dir, attack_dir / "validation", seeds=seeds)
+    kind = load_patch(attack_dir).slot_kind
+    sweep_file = Path(sweep) if sweep is not None else SWEEPS_DIR / HELDOUT_SWEEPS[kind]
+    heldout = run_sweep(sweep_file, out / "heldout", workers=workers, patches=[str(attack_dir)], progress=progress,
+                        samples=heldout_seeds)
     pdf = Path(printables_dir) / f"{cfg.name}.pdf"
     export_pdf(attack_dir, pdf, paper=paper)
     shutil.copyfile(pdf, out / pdf.name)
-    summary = {"attack": attack.metrics, "validation": validation["summary"], "printable": str(pdf),
-               "attack_dir": str(attack_dir)}
+    summary = {"attack": attack.metrics, "heldout": heldout, "printable": str(pdf), "attack_dir": str(attack_dir)}
     write_json(out / "summary.json", {**summary, "run": manifest("pipeline", cfg.seed, None)})
     return summary

@@ -8,7 +8,7 @@ from tests.printing.conftest import write_run
 
 COMMANDS = [[], ["sim"], ["sim", "render"], ["data", "generate"], ["victims"], ["victims", "train-detector"],
             ["victims", "train-lanekeeper"], ["victims", "eval"], ["attack"], ["validate"], ["pipeline"], ["print"],
-            ["chart"], ["calibrate"]]
+            ["chart"], ["calibrate"], ["scenario"], ["scenario", "run"], ["scenario", "sweep"], ["field"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "patchsim")

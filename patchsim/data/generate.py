@@ -35,6 +35,7 @@ from patchsim.runs import atomic_path, manifest, write_json, write_text
 from patchsim.sim.base import Frame
 
 DETECTOR_CLASSES: tuple[str, ...] = ("stop_sign", "speed_limit", "yield", "vehicle")
+LANE_MARKING_LABEL = 3  # id of lane markings in the label render (patchsim.sim.scene3d)
 
 
 @dataclass
@@ -120,12 +121,12 @@ def _ego_positions(rng: np.random.Generator, sc, cfg: DetectorDataConfig, road_l
             break
 
 
-def detector_samples(cfg: DetectorDataConfig, split: str, n_scenes: int) -> Iterator[LabelledImage]:
+def detector_samples(cfg: DetectorDataConfig, split: str, n_scenes: int, sim_spec=None) -> Iterator[LabelledImage]:
     """Labelled full frames of ``n_scenes`` random scenes (split name is part of the seed)."""
-    from patchsim.sim.embedded import EmbeddedSimulator
+    from patchsim.sim.factory import make_simulator
 
     split_id = {"train": 0, "val": 1, "test": 2}[split]
-    with EmbeddedSimulator(labels=True) as sim:
+    with make_simulator(sim_spec or "embedded", labels=True) as sim:
         for k in range(n_scenes):
             rng = np.random.default_rng([cfg.seed, split_id, k])
             sc = random_detection_scene(rng, cfg.ranges, cfg.width_px, cfg.height_px)
@@ -151,7 +152,8 @@ def _write_sample(out: Path, split: str, name: str, sample: LabelledImage, quali
     write_json(out / "corners" / split / f"{name}.json", sample.corners)
 
 
-def generate_detector_dataset(cfg: DetectorDataConfig, out_dir: str | Path, progress: bool = True) -> dict:
+def generate_detector_dataset(cfg: DetectorDataConfig, out_dir: str | Path, progress: bool = True,
+                              sim_spec=None) -> dict:
     """Write the detector dataset; returns counts and timing (also saved in ``manifest.json``)."""
     from tqdm import tqdm
 
@@ -163,7 +165,7 @@ def generate_detector_dataset(cfg: DetectorDataConfig, out_dir: str | Path, prog
         images = 0
         crop_rng = np.random.default_rng([cfg.seed, 99, len(split)])
         bar = tqdm(total=n * cfg.frames_per_scene, desc=f"data {split}", disable=not progress, leave=False)
-        for i, sample in enumerate(detector_samples(cfg, split, n)):
+        for i, sample in enumerate(detector_samples(cfg, split, n, sim_spec)):
             bar.update(1)
             if split != "test" and cfg.crop_px:
                 sample = _aimed_crop(sample, cfg.crop_px, crop_rng)
@@ -237,18 +239,18 @@ class LaneSample:
     speed_mps: float
 
 
-def lane_samples(cfg: LaneDataConfig, policy=None, policy_share: float = 0.0) -> Iterator[LaneSample]:
+def lane_samples(cfg: LaneDataConfig, policy=None, policy_share: float = 0.0, sim_spec=None) -> Iterator[LaneSample]:
     """Drive random roads; yield frames labelled with the expert's steering.
 
     While collecting, the car is steered by the expert plus Gaussian noise (DART), or by
     ``policy(frame) -> steer`` for a share ``policy_share`` of the scenes (DAgger); the label is
     always the expert's steering for the state the car is in. Every scene starts off-centre.
     """
-    from patchsim.sim.base import Control
-    from patchsim.sim.embedded import EmbeddedSimulator
-    from patchsim.sim.render import expert_for
+    from patchsim.closedloop.drivers import GroundTruthDriver
+    from patchsim.closedloop.episode import run_episode
+    from patchsim.sim.factory import make_simulator
 
-    with EmbeddedSimulator(labels=True) as sim:
+    with make_simulator(sim_spec or "embedded", labels=True) as sim:
         for k in range(cfg.scenes):
             rng = np.random.default_rng([cfg.seed, 7, k])
             sc = random_lane_scene(rng, cfg.ranges)
@@ -257,25 +259,40 @@ def lane_samples(cfg: LaneDataConfig, policy=None, policy_share: float = 0.0) ->
             sc.driver.target_speed_mps = speed
             sc.ego.lateral_offset_m = float(rng.uniform(-cfg.start_offset_m, cfg.start_offset_m))
             sc.ego.heading_offset_deg = float(rng.uniform(-cfg.start_heading_deg, cfg.start_heading_deg))
-            frame = sim.reset(sc)
-            expert = expert_for(sim.scenario, sim.road)
             use_policy = policy is not None and rng.random() < policy_share
-            marking_ids = {3}
-            for step in range(cfg.steps_per_scene):
-                e = frame.ego
-                label = expert.steering(e.x_m, e.y_m, e.yaw_rad, e.speed_mps)
-                if step % cfg.every_n_steps == 0:
-                    yield LaneSample(frame.image, np.isin(frame.labels, list(marking_ids)), label,
-                                     frame.lane.lateral_offset_m, frame.lane.heading_error_rad,
-                                     frame.lane.curvature_1pm, e.speed_mps)
-                steer = policy(frame) if use_policy else label + float(rng.normal(0, cfg.steer_noise))
-                throttle, brake = expert.speed_control(frame)
-                frame = sim.step(Control(float(np.clip(steer, -1, 1)), throttle, brake))
-                if abs(frame.lane.lateral_offset_m) > frame.lane.width_m * 0.9 or e.s_m > sim.road.length_m - 30:
-                    break
+            driver = GroundTruthDriver(steer_noise_std=cfg.steer_noise, policy=policy if use_policy else None, rng=rng)
+            samples = _LaneSampleRecorder(cfg.every_n_steps)
+
+            def leaving(frame: Frame) -> bool:
+                off_lane = abs(frame.lane.lateral_offset_m) > frame.lane.width_m * 0.9
+                return off_lane or frame.ego.s_m > sim.road.length_m - 30
+
+            run_episode(sim, sc, None, driver, recorders=[samples], max_steps=cfg.steps_per_scene, until=leaving,
+                        run_to_end=True)
+            yield from samples.samples
 
 
-def generate_lane_dataset(cfg: LaneDataConfig, out_dir: str | Path, progress: bool = True) -> dict:
+class _LaneSampleRecorder:
+    """Keeps one frame in ``every_n`` with the expert's steering, until the car is far off its lane."""
+
+    def __init__(self, every_n: int):
+        self.every_n = every_n
+        self.samples: list[LaneSample] = []
+        self._off_lane = False
+
+    def on_frame(self, frame: Frame, control, record: dict) -> None:
+        self._off_lane |= abs(frame.lane.lateral_offset_m) > frame.lane.width_m * 0.9
+        if self._off_lane or frame.index % self.every_n:
+            return
+        self.samples.append(LaneSample(frame.image, np.isin(frame.labels, [LANE_MARKING_LABEL]), record["expert_steer"],
+                                       frame.lane.lateral_offset_m, frame.lane.heading_error_rad,
+                                       frame.lane.curvature_1pm, frame.ego.speed_mps))
+
+    def close(self, ok: bool) -> None:
+        pass
+
+
+def generate_lane_dataset(cfg: LaneDataConfig, out_dir: str | Path, progress: bool = True, sim_spec=None) -> dict:
     """Write lane-keeper frames (JPEG), marking masks (PNG) and ``labels.jsonl``."""
     from tqdm import tqdm
 
@@ -285,7 +302,7 @@ def generate_lane_dataset(cfg: LaneDataConfig, out_dir: str | Path, progress: bo
     t0 = time.perf_counter()
     n = 0
     with atomic_path(out / "labels.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for sample in tqdm(lane_samples(cfg), desc="lane data", disable=not progress, leave=False):
+        for sample in tqdm(lane_samples(cfg, sim_spec=sim_spec), desc="lane data", disable=not progress, leave=False):
             name = f"{n:06d}"
             ok, buf = cv2.imencode(".jpg", sample.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
             (out / "images" / f"{name}.jpg").write_bytes(buf.tobytes())

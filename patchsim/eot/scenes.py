@@ -195,10 +195,9 @@ def _outline_uv(sim, placement) -> np.ndarray:
 
 
 def _slot_label(sim, placement) -> int:
-    ids = sim._scene.labels.ids
     if placement.spec.kind == "sign_face":
-        return ids[f"sign:{placement.spec.sign}"]
-    return ids[f"slot:{placement.spec.name}"]
+        return sim.label_id(f"sign:{placement.spec.sign}")
+    return sim.label_id(f"slot:{placement.spec.name}")
 
 
 def _slot_fully_in_view(corners: np.ndarray, w: int, h: int) -> bool:

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from patchsim.errors import ShapeError
+from patchsim.errors import PatchsimError, ShapeError
 from patchsim.sim.camera import CameraModel
+from patchsim.sim.layout import Layout
 from patchsim.sim.road import Road
 from patchsim.sim.scenario import Scenario
 
@@ -268,7 +269,7 @@ class Simulator(abc.ABC):
     Fixed time step, synchronous and seeded. Use as a context manager so resources (a server's
     synchronous mode, spawned actors, render buffers) are always released::
 
-        with EmbeddedSimulator() as sim:
+        with make_simulator("embedded") as sim:
             frame = sim.reset(scenario, seed=0)
             while ...:
                 frame = sim.step(Control(steer=0.1, throttle=0.3))
@@ -292,8 +293,24 @@ class Simulator(abc.ABC):
         """Place the ego at a road position (relative to its lane centre) and return that frame."""
 
     @abc.abstractmethod
-    def observe(self) -> Frame:
-        """The frame of the current state, rendered again (after ``set_patch``, say)."""
+    def observe(self, labels: bool | None = None) -> Frame:
+        """The frame of the current state, rendered again (after ``set_patch``, say).
+
+        Args:
+            labels: True asks for ``Frame.labels`` (the label render) on this frame, False for
+                none, None follows the simulator's setting. A backend without a label render
+                raises :class:`~patchsim.errors.PatchsimError` for True.
+
+        On a backend that renders only by advancing its world (CARLA), one time step passes.
+        """
+
+    def label_id(self, name: str) -> int:
+        """Id of an object in the label render: ``"sign:<id>"``, ``"slot:<name>"``, ``"vehicle:<id>"``.
+
+        Raises:
+            PatchsimError: this backend has no label render, or no such object.
+        """
+        raise PatchsimError(f"the {self.backend} simulator has no label render (needed for {name!r})")
 
     @property
     @abc.abstractmethod
@@ -305,6 +322,9 @@ class Simulator(abc.ABC):
         """Release every resource; safe to call twice."""
 
     scenario: Scenario | None = None  # the resolved (randomized) scenario of the last reset
+    layout: "Layout | None" = None  # world placement of the last reset's objects (signs, slots, vehicles)
+    backend: str = "simulator"  # "embedded" or "carla", for results and messages
+    observes_without_time: bool = True  # False where observe() advances the world one step
 
     def __enter__(self) -> "Simulator":
         return self

@@ -31,8 +31,9 @@ import numpy as np
 from patchsim.errors import PatchsimError, ShapeError
 from patchsim.sim.base import Control
 from patchsim.sim.camera import rotation_world_from_camera
+from patchsim.sim.lighting import resolve_lighting
 from patchsim.sim.road import SAMPLE_M, Road
-from patchsim.sim.scenario import LightingSpec, RoadSpec
+from patchsim.sim.scenario import CameraSpec, LightingSpec, RoadSpec
 
 # --------------------------------------------------------------------------- angles and positions
 
@@ -148,14 +149,33 @@ def bgra_to_rgb(raw: bytes | bytearray | memoryview | np.ndarray, width_px: int,
 
 # --------------------------------------------------------------------------- weather
 
-#: preset -> (sun compass bearing deg, sun elevation deg, CARLA cloudiness 0-100); the sun angles
-#: match :mod:`patchsim.sim.lighting`, the cloudiness is chosen for CARLA's sky.
-WEATHER_PRESETS: dict[str, tuple[float, float, float]] = {
-    "noon": (160.0, 60.0, 10.0),
-    "morning": (95.0, 22.0, 20.0),
-    "evening": (265.0, 12.0, 20.0),
-    "overcast": (180.0, 50.0, 90.0),
-    "dusk": (280.0, 4.0, 15.0),
+#: The fields of ``carla.WeatherParameters`` in CARLA 0.9.16, in the order of its constructor.
+WEATHER_FIELDS: tuple[str, ...] = (
+    "cloudiness", "precipitation", "precipitation_deposits", "wind_intensity", "sun_azimuth_angle",
+    "sun_altitude_angle", "fog_density", "fog_distance", "fog_falloff", "wetness", "scattering_intensity",
+    "mie_scattering_scale", "rayleigh_scattering_scale", "dust_storm",
+)
+#: The CARLA weather preset each patchsim lighting preset starts from.
+CARLA_WEATHER_PRESET: dict[str, str] = {
+    "noon": "ClearNoon",
+    "morning": "ClearSunset",
+    "evening": "ClearSunset",
+    "overcast": "CloudyNoon",
+    "dusk": "ClearSunset",
+}
+_CLEAR_NOON = {
+    "cloudiness": 5.0, "precipitation": 0.0, "precipitation_deposits": 0.0, "wind_intensity": 10.0,
+    "sun_azimuth_angle": -1.0, "sun_altitude_angle": 45.0, "fog_density": 2.0, "fog_distance": 0.75,
+    "fog_falloff": 0.1, "wetness": 0.0, "scattering_intensity": 1.0, "mie_scattering_scale": 0.03,
+    "rayleigh_scattering_scale": 0.0331, "dust_storm": 0.0,
+}
+#: The values of those presets in carla 0.9.16 (the tests compare them with the installed package), so
+#: that a dry run can show them without the ``carla`` package. At run time the presets are read from
+#: the client package itself.
+CARLA_PRESET_VALUES: dict[str, dict[str, float]] = {
+    "ClearNoon": _CLEAR_NOON,
+    "CloudyNoon": {**_CLEAR_NOON, "cloudiness": 60.0, "fog_density": 3.0},
+    "ClearSunset": {**_CLEAR_NOON, "sun_altitude_angle": 15.0},
 }
 #: fog_density = FOG_DENSITY_VISIBILITY_M / visibility, clipped to [0, 100] (a heuristic, see docs/carla.md).
 FOG_DENSITY_VISIBILITY_M = 3000.0
@@ -177,33 +197,86 @@ def fog_density_for_visibility(visibility_m: float | None) -> float:
     return float(np.clip(FOG_DENSITY_VISIBILITY_M / max(float(visibility_m), 1e-6), 0.0, 100.0))
 
 
+def weather_preset(spec: LightingSpec) -> str:
+    """Name of the ``carla.WeatherParameters`` preset a lighting spec starts from, e.g. ``"ClearNoon"``."""
+    return CARLA_WEATHER_PRESET[spec.preset]
+
+
+def weather_adjustments(spec: LightingSpec) -> dict[str, float]:
+    """The ``carla.WeatherParameters`` fields patchsim sets on top of the preset.
+
+    * ``sun_azimuth_angle``, ``sun_altitude_angle`` (degrees): the sun of the embedded simulator
+      for this spec (:func:`patchsim.sim.lighting.resolve_lighting`: the scenario's
+      ``sun_azimuth_deg`` / ``sun_elevation_deg``, else its preset's), so that ``morning`` and
+      ``evening`` differ although both start from ``ClearSunset``.
+    * ``fog_density`` (percent) and ``fog_distance`` (metres, 0: from the camera on), only when
+      the scenario sets ``fog_visibility_m``; otherwise the preset's light haze stays.
+    """
+    sun = resolve_lighting(spec)
+    out = {"sun_azimuth_angle": compass_to_carla_azimuth(sun.sun_azimuth_deg),
+           "sun_altitude_angle": float(sun.sun_elevation_deg)}
+    if spec.fog_visibility_m is not None:
+        out["fog_density"] = fog_density_for_visibility(spec.fog_visibility_m)
+        out["fog_distance"] = 0.0
+    return out
+
+
 def weather_values(spec: LightingSpec) -> dict[str, float]:
-    """Keyword arguments of ``carla.WeatherParameters`` for a lighting spec (no rain, dry road)."""
-    bearing, elevation, clouds = WEATHER_PRESETS[spec.preset]
-    bearing = spec.sun_azimuth_deg if spec.sun_azimuth_deg is not None else bearing
-    elevation = spec.sun_elevation_deg if spec.sun_elevation_deg is not None else elevation
-    return {
-        "cloudiness": clouds,
-        "precipitation": 0.0,
-        "precipitation_deposits": 0.0,
-        "wind_intensity": 0.0,
-        "wetness": 0.0,
-        "sun_azimuth_angle": compass_to_carla_azimuth(bearing),
-        "sun_altitude_angle": float(elevation),
-        "fog_density": fog_density_for_visibility(spec.fog_visibility_m),
-        "fog_distance": 0.0,
-        "fog_falloff": 0.2 if spec.fog_visibility_m is not None else 0.0,
-    }
+    """Every ``carla.WeatherParameters`` field (:data:`WEATHER_FIELDS`) for a lighting spec, without ``carla``:
+    the preset's values (:data:`CARLA_PRESET_VALUES`) with :func:`weather_adjustments` applied."""
+    values = dict(CARLA_PRESET_VALUES[weather_preset(spec)])
+    values.update(weather_adjustments(spec))
+    return values
 
 
 def weather_for_lighting(cm: Any, spec: LightingSpec) -> Any:
-    """``carla.WeatherParameters`` for a lighting spec."""
-    return cm.WeatherParameters(**weather_values(spec))
+    """A new ``carla.WeatherParameters``: the client package's preset for ``spec``, adjusted.
+
+    The preset is copied, never changed: ``carla.WeatherParameters.ClearNoon`` and its kind are
+    shared instances in the client package.
+    """
+    preset = getattr(cm.WeatherParameters, weather_preset(spec))
+    values = {name: float(getattr(preset, name)) for name in WEATHER_FIELDS}
+    values.update(weather_adjustments(spec))
+    return cm.WeatherParameters(**values)
+
+
+# --------------------------------------------------------------------------- camera
 
 
 def exposure_compensation_ev(exposure: float) -> float:
     """patchsim exposure gain -> CARLA camera ``exposure_compensation`` in EV stops (log2 of the gain)."""
     return math.log2(max(float(exposure), 1e-6))
+
+
+def camera_attributes(camera: CameraSpec, lighting: LightingSpec) -> dict[str, str]:
+    """``sensor.camera.rgb`` blueprint attributes for a scenario's camera, as strings.
+
+    Size and horizontal field of view; exposure fixed (``exposure_mode = "manual"``, so no eye
+    adaptation from frame to frame, with ``exposure_compensation`` = log2 of the scenario's
+    ``exposure``); no motion blur (scenarios have no motion blur setting).
+    """
+    return {
+        "image_size_x": str(int(camera.width_px)),
+        "image_size_y": str(int(camera.height_px)),
+        "fov": f"{camera.hfov_deg:g}",
+        "exposure_mode": "manual",
+        "exposure_compensation": f"{exposure_compensation_ev(lighting.exposure):.4f}",
+        "motion_blur_intensity": "0.0",
+    }
+
+
+def camera_mount(camera: CameraSpec, rear_axle_offset_m: float) -> tuple[tuple[float, float, float],
+                                                                         tuple[float, float, float]]:
+    """The camera's transform relative to the ego actor, in CARLA's frame.
+
+    Returns ((x, y, z) in metres, (pitch, yaw, roll) in degrees).
+
+    ``rear_axle_offset_m`` is the distance from the actor's origin back to the rear axle, where
+    the scenario measures ``forward_m`` from.
+    """
+    location = (float(camera.forward_m - rear_axle_offset_m), 0.0 - float(camera.lateral_m), float(camera.height_m))
+    return location, (float(camera.pitch_deg), 0.0 - float(camera.yaw_deg), 0.0)
 
 
 # --------------------------------------------------------------------------- textures
@@ -288,6 +361,55 @@ def texture_from_image(cm: Any, rgba: np.ndarray, transpose: bool = False, flip_
             r, g, b, a = row[x]
             texture.set(x, y, color(r, g, b, a))
     return texture
+
+
+def contrast_texture(image: np.ndarray, size_px: int = 4) -> np.ndarray:
+    """A plain (size_px, size_px, 4) uint8 RGBA image far from ``image``'s mean colour, for a texture check.
+
+    Each channel is 255 where ``image``'s (H, W, 3|4) mean is below 128, else 0.
+    """
+    mean = np.asarray(image, np.float32)[..., :3].reshape(-1, 3).mean(0)
+    out = np.zeros((size_px, size_px, 4), np.uint8)
+    out[..., :3] = np.where(mean < 128, 255, 0).astype(np.uint8)
+    out[..., 3] = 255
+    return out
+
+
+def quad_mask(corners_px: np.ndarray, width_px: int, height_px: int, shrink: float = 1.0) -> np.ndarray:
+    """(H, W) bool: the pixels whose centres lie inside a convex image quad.
+
+    Args:
+        corners_px: (4, 2) image corners (x, y) in order around the quad, either direction.
+        shrink: scale of the quad about its centroid before the test (0.6 keeps clear of its
+            edges, where a small misplacement would mix in the background).
+
+    Returns all False when a corner is not finite.
+    """
+    mask = np.zeros((height_px, width_px), bool)
+    quad = np.asarray(corners_px, float)
+    if not np.isfinite(quad).all():
+        return mask
+    centre = quad.mean(0)
+    quad = centre + shrink * (quad - centre)
+    x0, y0 = np.maximum(np.floor(quad.min(0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(quad.max(0)).astype(int) + 1, [width_px, height_px])
+    if x0 >= x1 or y0 >= y1:
+        return mask
+    px, py = np.meshgrid(np.arange(x0, x1) + 0.5, np.arange(y0, y1) + 0.5)
+    sides = []
+    for a, b in zip(quad, np.roll(quad, -1, axis=0)):
+        sides.append((b[0] - a[0]) * (py - a[1]) - (b[1] - a[1]) * (px - a[0]))
+    sides = np.stack(sides)
+    mask[y0:y1, x0:x1] = (sides >= 0).all(0) | (sides <= 0).all(0)
+    return mask
+
+
+def mean_change(before: np.ndarray, after: np.ndarray, mask: np.ndarray) -> float:
+    """Mean absolute difference of two (H, W, 3) uint8 images over the pixels in ``mask`` and channels, 0-255 levels."""
+    if not mask.any():
+        return 0.0
+    diff = np.abs(before[mask].astype(np.int16) - after[mask].astype(np.int16))
+    return float(diff.mean())
 
 
 # --------------------------------------------------------------------------- road

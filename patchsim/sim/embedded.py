@@ -174,6 +174,8 @@ class EmbeddedSimulator(Simulator):
         (384, 640, 3)
     """
 
+    backend = "embedded"
+
     def __init__(self, labels: bool | str = "auto"):
         if labels not in (True, False, "auto"):
             raise ValueError("labels must be True, False or 'auto'")
@@ -259,6 +261,13 @@ class EmbeddedSimulator(Simulator):
     def road(self):
         self._require()
         return self.layout.road
+
+    def label_id(self, name: str) -> int:
+        self._require()
+        ids = self._scene.labels.ids
+        if name not in ids:
+            raise PatchsimError(f"no object {name!r} in the label render of scenario {self.scenario.name!r}")
+        return int(ids[name])
 
     def _drop_scene(self) -> None:
         """Remove the scene and free its textures on every graphics context now: the process-wide engine

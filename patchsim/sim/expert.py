@@ -11,6 +11,7 @@ import numpy as np
 from patchsim.sim.base import Control, Frame
 from patchsim.sim.layout import FRONT_OVERHANG_M
 from patchsim.sim.road import Road
+from patchsim.sim.scenario import Scenario
 
 
 @dataclass
@@ -61,6 +62,23 @@ class ExpertDriver:
         if err >= 0:
             return float(np.clip(0.5 * err + 0.02 * v, 0.0, 1.0)), 0.0
         return 0.0, float(np.clip(-0.3 * err, 0.0, 1.0))
+
+    @classmethod
+    def for_scenario(cls, scenario: Scenario, road: Road) -> "ExpertDriver":
+        """The ground-truth driver a (resolved) scenario asks for: its lane, cruise speed and look-ahead,
+        stopping at the stop line when the scenario says so and a stop sign governs the line."""
+        sc = scenario
+        governs = any(s.kind == "stop_sign" for s in sc.signs) and sc.road.stop_line_s_m is not None
+        return cls(
+            road=road,
+            lane_centre_m=road.lane_centre_m(sc.ego_lane),
+            wheelbase_m=sc.ego.wheelbase_m,
+            max_steer_rad=math.radians(sc.ego.max_steer_deg),
+            lookahead_m=sc.driver.lookahead_m,
+            target_speed_mps=sc.driver.target_speed_mps,
+            stop_at_line=sc.driver.stop_at_stop_line and governs,
+            stop_line_s_m=sc.road.stop_line_s_m,
+        )
 
     def control(self, frame: Frame) -> Control:
         e = frame.ego

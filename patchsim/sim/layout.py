@@ -18,6 +18,8 @@ from patchsim.sim.textures import face_outline
 #: Vehicle body dimensions (length, width, height) in metres.
 VEHICLE_SIZE_M = {"car": (4.5, 1.8, 1.45), "van": (5.1, 2.0, 2.1), "truck": (8.5, 2.5, 3.3)}
 FRONT_OVERHANG_M = 0.9  # front bumper ahead of the front axle
+REAR_OVERHANG_M = 1.0  # rear bumper behind the rear axle
+EGO_WIDTH_M = 1.8  # the ego's body width: a wheel leaves the lane at |offset| > (lane width - this) / 2
 POLE_WIDTH_M = 0.06
 
 

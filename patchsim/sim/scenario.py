@@ -351,3 +351,28 @@ def randomized(scenario: Scenario, seed: int) -> Scenario:
         _assign(out, key, value)
     out.seed = seed
     return out
+
+
+def with_overrides(scenario: Scenario, overrides: dict[str, Any], source: str = "<overrides>") -> Scenario:
+    """A copy of ``scenario`` with dotted keys set (``{"lighting.preset": "dusk", "signs.0.offset_m": 4.5}``).
+
+    Each value is checked like a value in a scenario file (type, range, cross-field rules); an
+    overridden key is dropped from ``randomize``, so the override holds for every seed.
+
+    Raises:
+        ConfigError: naming ``source`` and the key.
+    """
+    out = copy.deepcopy(scenario)
+    for key, value in overrides.items():
+        try:
+            _assign(out, key, value)
+        except ValueError as exc:
+            raise ConfigError(str(exc), source, key) from exc
+        out.randomize.pop(key, None)
+    randomize = out.randomize
+    try:
+        checked = from_dict(Scenario, _plain(out), source)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, source, exc.key or ", ".join(overrides)) from exc
+    checked.randomize = randomize
+    return checked

@@ -86,7 +86,7 @@ class RecallConfig:
     conf: float = 0.25
 
 
-def stop_sign_recall(det: YoloDetector, cfg: RecallConfig | None = None) -> dict:
+def stop_sign_recall(det: YoloDetector, cfg: RecallConfig | None = None, sim_spec=None) -> dict:
     """Recall of ``stop_sign`` in approach frames, by camera-to-sign distance.
 
     For each seed (randomizing light, sign offset and ego offset as the scenario says) the ego is
@@ -94,7 +94,7 @@ def stop_sign_recall(det: YoloDetector, cfg: RecallConfig | None = None) -> dict
     lies fully inside the image and at least 90 % unoccluded; it is recalled when a stop-sign
     detection overlaps its box with IoU >= 0.5.
     """
-    from patchsim.sim.embedded import EmbeddedSimulator
+    from patchsim.sim.factory import make_simulator
     from patchsim.sim.scenario import load_scenario
 
     cfg = cfg or RecallConfig()
@@ -103,7 +103,7 @@ def stop_sign_recall(det: YoloDetector, cfg: RecallConfig | None = None) -> dict
     bins = {f"{lo:g}-{hi:g}m": [0, 0] for lo, hi in DISTANCE_BINS_M}
     out_of_view = 0
     distances = np.arange(cfg.distance_range_m[0], cfg.distance_range_m[1] + 1e-6, cfg.distance_step_m)
-    with EmbeddedSimulator(labels=True) as sim:
+    with make_simulator(sim_spec or "embedded", labels=True) as sim:
         for seed in range(cfg.seeds):
             sim.reset(scenario, seed=seed)
             sign = next(s for s in sim.layout.signs if s.spec.id == cfg.sign_id)
@@ -141,16 +141,13 @@ def stop_sign_recall(det: YoloDetector, cfg: RecallConfig | None = None) -> dict
     }
 
 
-VEHICLE_WIDTH_M = 1.8
-
-
 @dataclass
 class DriveResult:
-    """Closed-loop outcome of one run.
+    """Closed-loop outcome of one lane-keeping run.
 
     Attributes:
         mean_abs_offset_m: mean |lateral offset| of the rear-axle centre from the lane centre.
-        departed: a wheel crossed a lane boundary (|offset| > (lane width - vehicle width) / 2).
+        departed: a wheel crossed a lane boundary (see :mod:`patchsim.closedloop.outcomes`).
     """
 
     seed: int
@@ -161,69 +158,46 @@ class DriveResult:
     offsets_m: list[float]
 
 
-def drive_closed_loop(steer_fn, scenario, seed: int, distance_m: float = 200.0, sim=None,
-                      patches: dict | None = None, frame_hook=None) -> DriveResult:
-    """Drive ``scenario`` with ``steer_fn(frame) -> steer`` in control of the wheel (the expert holds speed).
+def drive_closed_loop(model, scenario, seed: int, distance_m: float = 200.0, sim=None,
+                      patches: dict | None = None, sim_spec=None) -> DriveResult:
+    """Drive ``scenario`` with a lane-keeper (module or ``frame -> steer``) at the wheel; the expert holds speed.
 
     Stops after ``distance_m`` along the road or at the end of the scenario's duration.
     """
-    from patchsim.sim.base import Control
-    from patchsim.sim.embedded import EmbeddedSimulator
-    from patchsim.sim.render import expert_for
+    from patchsim.closedloop.drivers import LaneKeeperDriver
+    from patchsim.closedloop.episode import run_episode
+    from patchsim.sim.factory import make_simulator
 
     own = sim is None
-    sim = sim or EmbeddedSimulator()
+    sim = sim or make_simulator(sim_spec or "embedded")
+    start: list[float] = []
+
+    def far_enough(frame) -> bool:
+        start.append(frame.ego.s_m) if not start else None
+        return frame.ego.s_m - start[0] >= distance_m
+
     try:
-        frame = sim.reset(scenario, seed=seed)
-        for slot, img in (patches or {}).items():
-            sim.set_patch(slot, img)
-        if patches:
-            frame = sim.observe()
-        expert = expert_for(sim.scenario, sim.road)
-        s0 = frame.ego.s_m
-        offsets = []
-        limit = (frame.lane.width_m - VEHICLE_WIDTH_M) / 2
-        departed = False
-        for _ in range(sim.scenario.num_steps):
-            offsets.append(frame.lane.lateral_offset_m)
-            departed |= abs(frame.lane.lateral_offset_m) > limit
-            if frame_hook is not None:
-                frame_hook(frame)
-            if frame.ego.s_m - s0 >= distance_m:
-                break
-            throttle, brake = expert.speed_control(frame)
-            frame = sim.step(Control(float(steer_fn(frame)), throttle, brake))
-        travelled = frame.ego.s_m - s0
+        ep = run_episode(sim, scenario, seed, LaneKeeperDriver(model), patches, until=far_enough)
     finally:
         if own:
             sim.close()
-    arr = np.abs(np.array(offsets))
-    return DriveResult(seed, float(travelled), float(arr.mean()), float(arr.max()), bool(departed),
-                       [round(float(o), 4) for o in offsets])
-
-
-def model_steer_fn(model, device: str = "cpu"):
-    """``frame -> steer`` for a lane-keeper module."""
-
-    def steer(frame) -> float:
-        with torch.no_grad():
-            x = torch.from_numpy(frame.image).permute(2, 0, 1)[None].float().div(255).to(device)
-            return float(model(x)[0])
-
-    return steer
+    offsets = [r["lateral_offset_m"] for r in ep.frames]
+    travelled = ep.frames[-1]["ego_s_m"] - ep.frames[0]["ego_s_m"]
+    return DriveResult(seed, float(travelled), ep.outcome["mean_abs_lateral_offset_m"],
+                       ep.outcome["max_lateral_offset_m"], ep.outcome["lane_departure"], offsets)
 
 
 def lanekeeper_closed_loop(model, scenarios: tuple[str, ...] = ("scenarios/lane_keep_straight.yaml",
                                                                 "scenarios/lane_keep_curve.yaml"),
-                           seeds: int = 10, distance_m: float = 200.0, device: str = "cpu") -> dict:
+                           seeds: int = 10, distance_m: float = 200.0, device: str = "cpu", sim_spec=None) -> dict:
     """Mean |offset| and departures over ``seeds`` runs of each scenario."""
-    from patchsim.sim.embedded import EmbeddedSimulator
+    from patchsim.sim.factory import make_simulator
     from patchsim.sim.scenario import load_scenario
 
-    steer = model_steer_fn(model, device)
+    steer = model.to(device)
     per_scenario = {}
     all_offsets, departures = [], 0
-    with EmbeddedSimulator() as sim:
+    with make_simulator(sim_spec or "embedded") as sim:
         for path in scenarios:
             sc = load_scenario(path)
             runs = [drive_closed_loop(steer, sc, seed, distance_m, sim=sim) for seed in range(seeds)]

@@ -11,8 +11,13 @@ HELDOUT_SCENES = 40
 
 
 def evaluate_victims(detector: str, lanekeepers: list[str], data: Path | None = None, seeds: int = 10,
-                     device: str = "cpu", do_detector: bool = True, do_lanekeepers: bool = True) -> dict:
-    """Returns ``{"detector": {...}, "lanekeepers": {name: {...}}}`` (see the README for the keys)."""
+                     device: str = "cpu", do_detector: bool = True, do_lanekeepers: bool = True,
+                     sim_spec=None) -> dict:
+    """Returns ``{"detector": {...}, "lanekeepers": {name: {...}}}`` (see the README for the keys).
+
+    ``sim_spec`` (:class:`~patchsim.sim.factory.SimSpec`) picks the simulator of the recall and
+    closed-loop checks; the held-out mAP set is always rendered by the built-in simulator.
+    """
     out: dict = {}
     if do_detector:
         from patchsim.victims.detector import load_detector
@@ -22,7 +27,7 @@ def evaluate_victims(detector: str, lanekeepers: list[str], data: Path | None = 
         with tempfile.TemporaryDirectory(prefix="patchsim-eval-") as tmp:
             data_yaml = Path(data) if data is not None else _heldout_set(Path(tmp))
             m = detector_map50(det, data_yaml, split="test")
-        recall = stop_sign_recall(det, RecallConfig(seeds=seeds))
+        recall = stop_sign_recall(det, RecallConfig(seeds=seeds), sim_spec=sim_spec)
         out["detector"] = {
             "spec": detector,
             "map50": round(m["map50"], 4),
@@ -41,7 +46,8 @@ def evaluate_victims(detector: str, lanekeepers: list[str], data: Path | None = 
         for spec in lanekeepers:
             model = load_lanekeeper(spec, device=device)
             name = spec.split(":", 1)[1] if spec.startswith("lanekeeper:") else Path(spec).stem
-            out["lanekeepers"][name] = {"spec": spec, **lanekeeper_closed_loop(model, seeds=seeds, device=device)}
+            out["lanekeepers"][name] = {"spec": spec, **lanekeeper_closed_loop(model, seeds=seeds, device=device,
+                                                                                        sim_spec=sim_spec)}
     return out
 
 

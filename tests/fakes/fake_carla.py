@@ -14,7 +14,18 @@ What it simulates, trivially:
 * vehicles with physics move forward by speed x dt per tick, with a bicycle-like yaw rate from
   the steer (CARLA convention: steer +1 turns right, i.e. yaw grows);
 * a camera sensor with ``listen`` gets a BGRA ``Image`` on every tick whose pixel (x, y) is
-  B = x % 256, G = y % 256, R = frame % 256, A = 255, carrying the sensor's world transform.
+  B = x % 256, G = y % 256, R = frame % 256, A = 255, carrying the sensor's world transform, with
+  every ``static.prop.mesh`` in front of it drawn over that as a flat quad (its 1 m face times
+  its ``scale``): in the mean colour of its last diffuse texture when its material takes runtime
+  textures (``FakeServer.props_accept_textures``), else in a fixed material grey.
+
+Where it differs from the real client it is at least as strict: textures applied to an unknown
+object name raise ``RuntimeError`` (the server answers "unable to find Actor to apply the
+texture"), while a texture applied to an object whose material has no texture parameters changes
+nothing and reports nothing, as on a server; ``Sensor.is_listening`` is a method, as in 0.9.16;
+``ActorBlueprint.set_attribute`` refuses unknown attributes and non-numbers for numeric ones;
+``load_world`` refuses unknown maps; ``WeatherParameters`` presets are shared instances, as in the
+real package, so a backend that changed one would be seen.
 
 Usage::
 
@@ -137,6 +148,22 @@ class TextureColor:
         return Color(*(int(v) for v in self.pixels[y, x]))
 
 
+class FloatColor:
+    def __init__(self, r: float = 0.0, g: float = 0.0, b: float = 0.0, a: float = 1.0):
+        self.r, self.g, self.b, self.a = float(r), float(g), float(b), float(a)
+
+
+class TextureFloatColor:
+    """Float RGBA texture; ``pixels[y, x]`` is texel (x, y)."""
+
+    def __init__(self, width: int, height: int):
+        self.width, self.height = int(width), int(height)
+        self.pixels = np.zeros((self.height, self.width, 4), np.float32)
+
+    def set(self, x: int, y: int, value: FloatColor) -> None:
+        self.pixels[y, x] = (value.r, value.g, value.b, value.a)
+
+
 class MaterialParameter:
     Normal = "Normal"
     AO_Roughness_Metallic_Emissive = "AO_Roughness_Metallic_Emissive"
@@ -159,10 +186,17 @@ class WorldSettings:
     fixed_delta_seconds: float | None = None
 
     def __init__(self, synchronous_mode: bool = False, no_rendering_mode: bool = False,
-                 fixed_delta_seconds: float | None = None):
+                 fixed_delta_seconds: float | None = None, substepping: bool = True,
+                 max_substep_delta_time: float = 0.01, max_substeps: int = 10, max_culling_distance: float = 0.0,
+                 deterministic_ragdolls: bool = False):
         self.synchronous_mode = synchronous_mode
         self.no_rendering_mode = no_rendering_mode
         self.fixed_delta_seconds = fixed_delta_seconds
+        self.substepping = substepping
+        self.max_substep_delta_time = max_substep_delta_time
+        self.max_substeps = max_substeps
+        self.max_culling_distance = max_culling_distance
+        self.deterministic_ragdolls = deterministic_ragdolls
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, WorldSettings) and vars(self) == vars(other)
@@ -171,11 +205,38 @@ class WorldSettings:
         return f"WorldSettings({vars(self)})"
 
 
+#: The constructor's keyword arguments and defaults in carla 0.9.16 (every one 0 but Rayleigh scattering).
+_WEATHER_DEFAULTS: dict[str, float] = {
+    "cloudiness": 0.0, "precipitation": 0.0, "precipitation_deposits": 0.0, "wind_intensity": 0.0,
+    "sun_azimuth_angle": 0.0, "sun_altitude_angle": 0.0, "fog_density": 0.0, "fog_distance": 0.0,
+    "fog_falloff": 0.0, "wetness": 0.0, "scattering_intensity": 0.0, "mie_scattering_scale": 0.0,
+    "rayleigh_scattering_scale": 0.0331, "dust_storm": 0.0,
+}
+
+
 class WeatherParameters:
+    """Keyword construction like the real class (unknown keywords raise TypeError). The presets
+    (``ClearNoon``, ...) are class attributes holding one shared instance each, as in carla 0.9.16."""
+
     def __init__(self, **values: float):
-        self.values = dict(values)
-        for k, v in values.items():
-            setattr(self, k, v)
+        unknown = sorted(set(values) - set(_WEATHER_DEFAULTS))
+        if unknown:
+            raise TypeError(f"WeatherParameters has no parameter {unknown[0]!r}")
+        for k, v in {**_WEATHER_DEFAULTS, **values}.items():
+            setattr(self, k, float(v))
+
+    def values(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in _WEATHER_DEFAULTS}
+
+
+_CLEAR_NOON = {**_WEATHER_DEFAULTS, "cloudiness": 5.0, "wind_intensity": 10.0, "sun_azimuth_angle": -1.0,
+               "sun_altitude_angle": 45.0, "fog_density": 2.0, "fog_distance": 0.75, "fog_falloff": 0.1,
+               "scattering_intensity": 1.0, "mie_scattering_scale": 0.03}
+WeatherParameters.ClearNoon = WeatherParameters(**_CLEAR_NOON)
+WeatherParameters.CloudyNoon = WeatherParameters(**{**_CLEAR_NOON, "cloudiness": 60.0, "fog_density": 3.0})
+WeatherParameters.ClearSunset = WeatherParameters(**{**_CLEAR_NOON, "sun_altitude_angle": 15.0})
+WeatherParameters.CloudySunset = WeatherParameters(**{**_CLEAR_NOON, "cloudiness": 60.0, "fog_density": 3.0,
+                                                      "sun_altitude_angle": 15.0})
 
 
 class VehicleControl:
@@ -206,13 +267,29 @@ _BLUEPRINTS: dict[str, dict[str, str]] = {
     "vehicle.tesla.model3": {"role_name": "", "color": "0,0,0"},
     "vehicle.mercedes.sprinter": {"role_name": "", "color": "0,0,0"},
     "vehicle.carlamotors.carlacola": {"role_name": ""},
-    "sensor.camera.rgb": {"image_size_x": "800", "image_size_y": "600", "fov": "90", "exposure_compensation": "0"},
+    "sensor.camera.rgb": {"image_size_x": "800", "image_size_y": "600", "fov": "90", "sensor_tick": "0.0",
+                          "exposure_mode": "histogram", "exposure_compensation": "0.0", "exposure_min_bright": "10.0",
+                          "exposure_max_bright": "12.0", "shutter_speed": "200.0", "iso": "100.0", "fstop": "1.4",
+                          "motion_blur_intensity": "0.45", "motion_blur_max_distortion": "0.35",
+                          "enable_postprocess_effects": "True", "role_name": "front"},
     "static.prop.mesh": {"mesh_path": "", "mass": "0", "scale": "1", "role_name": ""},
     "static.prop.ironplank": {"role_name": ""},
 }
 #: (half length, half width, half height) of each vehicle's bounding box
 _EXTENTS = {"vehicle.tesla.model3": (2.4, 1.05, 0.75), "vehicle.mercedes.sprinter": (2.95, 1.0, 1.25),
             "vehicle.carlamotors.carlacola": (2.6, 1.3, 1.6)}
+
+
+#: attributes that take one of a few words
+_CHOICES = {"exposure_mode": ("manual", "histogram")}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class ActorBlueprint:
@@ -224,9 +301,15 @@ class ActorBlueprint:
         return name in self.attributes
 
     def set_attribute(self, name: str, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"set_attribute({name!r}, ...) takes a str, got {type(value).__name__}")
         if name not in self.attributes:
             raise IndexError(f"blueprint {self.id!r} has no attribute {name!r}")
-        self.attributes[name] = str(value)
+        if _is_number(self.attributes[name]) and "," not in self.attributes[name] and not _is_number(value):
+            raise ValueError(f"attribute {name!r} of {self.id!r} takes a number, got {value!r}")
+        if name in _CHOICES and value not in _CHOICES[name]:
+            raise ValueError(f"attribute {name!r} takes one of {_CHOICES[name]}, got {value!r}")
+        self.attributes[name] = value
 
 
 class BlueprintLibrary:
@@ -324,6 +407,7 @@ class Actor:
         self._velocity = Vector3D()
         self.physics = True
         self.is_alive = True
+        self.diffuse: np.ndarray | None = None  # (H, W, 4) uint8 last diffuse texture its material took
         ext = _EXTENTS.get(bp.id, (0.5, 0.5, 0.01))
         self.bounding_box = BoundingBox(Location(0.0, 0.0, ext[2]), Vector3D(*ext))
 
@@ -388,24 +472,27 @@ class Image:
     raw_data: bytearray | None = None
     transform: Transform | None = None
 
-    def __init__(self, frame: int, width: int, height: int, transform: Transform):
+    def __init__(self, frame: int, width: int, height: int, transform: Transform, bgra: np.ndarray):
         self.frame, self.width, self.height, self.transform = frame, width, height, transform
-        x = np.arange(width, dtype=np.uint32) % 256
-        y = np.arange(height, dtype=np.uint32) % 256
-        bgra = np.empty((height, width, 4), np.uint8)
-        bgra[..., 0] = x[None, :]
-        bgra[..., 1] = y[:, None]
-        bgra[..., 2] = frame % 256
-        bgra[..., 3] = 255
-        self.raw_data = bytearray(bgra.tobytes())
+        self.raw_data = bytearray(np.ascontiguousarray(bgra, np.uint8).tobytes())
+
+
+def background_bgra(frame: int, width: int, height: int) -> np.ndarray:
+    """(H, W, 4) uint8 BGRA: B = x % 256, G = y % 256, R = frame % 256, A = 255."""
+    bgra = np.empty((height, width, 4), np.uint8)
+    bgra[..., 0] = (np.arange(width) % 256)[None, :]
+    bgra[..., 1] = (np.arange(height) % 256)[:, None]
+    bgra[..., 2] = frame % 256
+    bgra[..., 3] = 255
+    return bgra
 
 
 class Sensor(Actor):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._callback: Callable[[Image], Any] | None = None
+        self.stop_calls = 0
 
-    @property
     def is_listening(self) -> bool:
         return self._callback is not None
 
@@ -413,12 +500,14 @@ class Sensor(Actor):
         self._callback = callback
 
     def stop(self) -> None:
+        self.stop_calls += 1
         self._callback = None
 
     def _capture(self, frame: int) -> None:
         if self._callback is not None and self.world.server.deliver_images:
             w, h = int(self.attributes["image_size_x"]), int(self.attributes["image_size_y"])
-            self._callback(Image(frame, w, h, self.get_transform()))
+            tf = self.get_transform()
+            self._callback(Image(frame, w, h, tf, self.world.render(tf, w, h, float(self.attributes["fov"]))))
 
 
 @dataclass
@@ -429,6 +518,23 @@ class EnvironmentObject:
 
 
 # --------------------------------------------------------------------------- world, client, server
+
+#: (width along local +y, height along local +x) in metres of each prop mesh's face at scale 1
+_PROP_FACES_M = {"static.prop.mesh": (1.0, 1.0)}
+#: the colour a prop shows while its material has no texture of ours
+PROP_MATERIAL_RGB = (180, 180, 180)
+
+
+def _prop_face_corners(actor: Actor) -> np.ndarray | None:
+    """(4, 3) world corners of a prop's face (centred on its origin, normal local +z), or None for other actors."""
+    if actor.type_id not in _PROP_FACES_M:
+        return None
+    scale = float(actor.attributes.get("scale", "1"))
+    w, h = (v * scale for v in _PROP_FACES_M[actor.type_id])
+    tf = actor.get_transform()
+    local = [(h / 2, -w / 2), (h / 2, w / 2), (-h / 2, w / 2), (-h / 2, -w / 2)]
+    return np.array([tf.transform(Location(x, y, 0.0))._arr() for x, y in local])
+
 
 
 class TrafficManager:
@@ -470,6 +576,7 @@ class World:
         return copy.deepcopy(self.settings)
 
     def apply_settings(self, settings: WorldSettings) -> int:
+        self.server.maybe_fail("apply_settings")
         self.settings = copy.deepcopy(settings)
         self.applied_settings.append(copy.deepcopy(settings))
         self.calls.append(("apply_settings", copy.deepcopy(settings)))
@@ -514,20 +621,86 @@ class World:
         return [a for a in self.spawned if a.is_alive]
 
     def set_weather(self, weather: WeatherParameters) -> None:
+        self.server.maybe_fail("set_weather")
         self.weathers.append(weather)
 
     def get_names_of_all_objects(self) -> list[str]:
         names = list(self.STATIC_NAMES)
         for a in self.alive():
-            if a.type_id.startswith("static.prop."):
-                if not (self.server.names_lag_one_tick and a.spawn_frame == self.frame):
-                    names.append(f"StaticMeshActor_{a.id}")
-            elif a.type_id.startswith("vehicle."):
-                names.append(f"BP_Vehicle_C_{a.id}")
+            if self.server.names_lag_one_tick and a.spawn_frame == self.frame:
+                continue
+            name = self._unreal_name(a)
+            if name is not None:
+                names.append(name)
         return names
 
-    def apply_color_texture_to_object(self, object_name: str, material_parameter: Any, texture: TextureColor) -> None:
+    @staticmethod
+    def _unreal_name(actor: Actor) -> str | None:
+        if actor.type_id.startswith("static.prop."):
+            return f"StaticMeshActor_{actor.id}"
+        if actor.type_id.startswith("vehicle."):
+            return f"BP_Vehicle_C_{actor.id}"
+        return None
+
+    def _object_named(self, object_name: str) -> Actor | None:
+        """The actor behind an Unreal name (None for the map's own objects); RuntimeError for an unknown name."""
+        for a in self.alive():
+            if self._unreal_name(a) == object_name:
+                return a
+        if object_name in self.STATIC_NAMES:
+            return None
+        raise RuntimeError("unable to find Actor to apply the texture")
+
+    def _take_texture(self, object_name: str, material_parameter: Any, texture: Any) -> None:
+        actor = self._object_named(object_name)
         self.textures.append((object_name, material_parameter, copy.deepcopy(texture)))
+        takes = actor is not None and actor.type_id.startswith("static.prop.") and self.server.props_accept_textures
+        if takes and material_parameter == MaterialParameter.Diffuse:
+            actor.diffuse = texture.pixels.copy()
+
+    def apply_color_texture_to_object(self, object_name: str, material_parameter: Any, texture: TextureColor) -> None:
+        self._take_texture(object_name, material_parameter, texture)
+
+    def apply_textures_to_object(self, object_name: str, diffuse_texture: TextureColor,
+                                 emissive_texture: TextureFloatColor, normal_texture: TextureFloatColor,
+                                 ao_roughness_metallic_emissive_texture: TextureFloatColor) -> None:
+        """Like the real client: each texture of non-zero size is applied to its material parameter."""
+        self._object_named(object_name)
+        for parameter, texture in ((MaterialParameter.Diffuse, diffuse_texture),
+                                   (MaterialParameter.Emissive, emissive_texture),
+                                   (MaterialParameter.Normal, normal_texture),
+                                   (MaterialParameter.AO_Roughness_Metallic_Emissive,
+                                    ao_roughness_metallic_emissive_texture)):
+            if texture.width and texture.height:
+                self._take_texture(object_name, parameter, texture)
+
+    def render(self, camera: Transform, width: int, height: int, fov_deg: float) -> np.ndarray:
+        """(H, W, 4) uint8 BGRA image seen from ``camera``: the background with the props drawn far to near."""
+        import cv2
+
+        bgra = background_bgra(self.frame, width, height)
+        focal = width / (2.0 * math.tan(math.radians(fov_deg) / 2.0))
+        axes = camera.rotation._matrix()  # columns forward, right, up
+        origin = camera.location._arr()
+        quads = []
+        for a in self.alive():
+            corners = _prop_face_corners(a)
+            if corners is None:
+                continue
+            rel = (corners - origin) @ axes
+            if (rel[:, 0] < 0.1).any():
+                continue
+            uv = np.stack([width / 2 + focal * rel[:, 1] / rel[:, 0], height / 2 - focal * rel[:, 2] / rel[:, 0]], 1)
+            quads.append((float(rel[:, 0].mean()), uv, self._prop_rgb(a)))
+        for _, uv, rgb in sorted(quads, key=lambda q: -q[0]):
+            pts = np.round((uv - 0.5) * 256).astype(np.int32)  # pixel centres at integer coordinates, 8 bit fraction
+            cv2.fillConvexPoly(bgra, pts, (int(rgb[2]), int(rgb[1]), int(rgb[0]), 255), lineType=cv2.LINE_8, shift=8)
+        return bgra
+
+    def _prop_rgb(self, actor: Actor) -> tuple[int, int, int]:
+        if actor.diffuse is None:
+            return PROP_MATERIAL_RGB
+        return tuple(int(round(v)) for v in actor.diffuse[..., :3].reshape(-1, 3).mean(0))
 
     def get_environment_objects(self, object_type: Any = CityObjectLabel.Any) -> list[EnvironmentObject]:
         p = self.server.road.lane_point(60.0, self.server.road.lanes) + self.server.road.right * 2.0
@@ -548,6 +721,12 @@ class FakeServer:
     deliver_images: bool = True
     fail_spawn_of: str | None = None
     names_lag_one_tick: bool = False  # a new prop's name shows up only after the next tick
+    props_accept_textures: bool = True  # False: the prop mesh's material has no runtime texture parameters
+    initial_settings: WorldSettings = field(default_factory=WorldSettings)  # the world's settings at start
+    tm_synchronous: bool = False  # a Traffic Manager's mode when first asked for
+    available_maps: tuple[str, ...] = ("Town01", "Town02", "Town03", "Town04", "Town05", "Town10HD_Opt")
+    load_calls: list[tuple[str, float, bool]] = field(default_factory=list)  # (map, client timeout, reset_settings)
+    fail_calls: tuple[str, ...] = ()  # World methods that raise RuntimeError: "apply_settings", "set_weather"
     road: FakeRoad = field(default_factory=FakeRoad)
     map_name: str = "Carla/Maps/Town10HD_Opt"
     world: World = field(init=False)
@@ -557,6 +736,11 @@ class FakeServer:
 
     def __post_init__(self) -> None:
         self.world = World(self, self.map_name)
+        self.world.settings = copy.deepcopy(self.initial_settings)
+
+    def maybe_fail(self, call: str) -> None:
+        if call in self.fail_calls:
+            raise RuntimeError(f"the server refused {call}")
 
 
 class Client:
@@ -577,14 +761,25 @@ class Client:
         self._check()
         return self.server.world
 
-    def load_world(self, map_name: str, reset_settings: bool = True) -> World:
+    def load_world(self, map_name: str, reset_settings: bool = True, map_layers: Any = None) -> World:
+        """A new world of ``map_name`` with default settings, or the old world's with ``reset_settings=False``."""
         self._check()
+        self.server.load_calls.append((map_name, self.timeout, reset_settings))
+        if map_name not in self.server.available_maps:
+            raise RuntimeError(f"Map '{map_name}' not found")
+        old = self.server.world
         self.server.world = World(self.server, f"Carla/Maps/{map_name}")
+        if not reset_settings:
+            self.server.world.settings = copy.deepcopy(old.settings)
         return self.server.world
 
     def get_trafficmanager(self, client_connection: int = 8000) -> TrafficManager:
         self._check()
-        return self.server.traffic_managers.setdefault(client_connection, TrafficManager(client_connection))
+        if client_connection not in self.server.traffic_managers:
+            tm = TrafficManager(client_connection)
+            tm.synchronous = self.server.tm_synchronous
+            self.server.traffic_managers[client_connection] = tm
+        return self.server.traffic_managers[client_connection]
 
     def apply_batch_sync(self, commands: list[Any], do_tick: bool = False) -> list[_Response]:
         self._check()
@@ -611,6 +806,8 @@ class FakeCarla:
     BoundingBox = BoundingBox
     Color = Color
     TextureColor = TextureColor
+    FloatColor = FloatColor
+    TextureFloatColor = TextureFloatColor
     MaterialParameter = MaterialParameter
     LaneType = LaneType
     CityObjectLabel = CityObjectLabel

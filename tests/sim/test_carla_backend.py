@@ -50,9 +50,22 @@ def scenario() -> Scenario:
     )
 
 
-def make_sim(**server_options) -> tuple[CarlaSimulator, fake_carla.FakeCarla]:
+def make_sim(sim_options: dict | None = None, **server_options) -> tuple[CarlaSimulator, fake_carla.FakeCarla]:
     cm = fake_carla.module(**server_options)
-    return CarlaSimulator(client_module=cm, timeout_s=0.2, texture_px=TEXTURE_PX), cm
+    return CarlaSimulator(client_module=cm, timeout_s=0.2, texture_px=TEXTURE_PX, **(sim_options or {})), cm
+
+
+def close_up_scenario() -> Scenario:
+    """Both slots large enough in view at reset for the texture check: the ego starts 12 m before the sign."""
+    sc = scenario()
+    sc.ego.start_s_m = 28.0
+    sc.patch_slots[1].s_m = 36.0
+    return sc
+
+
+def non_default_settings() -> fake_carla.WorldSettings:
+    return fake_carla.WorldSettings(synchronous_mode=True, fixed_delta_seconds=0.1, substepping=False,
+                                    max_substeps=4)
 
 
 # --------------------------------------------------------------------------- settings and cleanup
@@ -120,7 +133,7 @@ def test_cleanup_when_a_tick_fails_mid_run():
 
 def test_failed_reset_releases_the_server():
     sim, cm = make_sim(fail_spawn_of="vehicle.mercedes.sprinter")
-    with pytest.raises(PatchsimError, match="could not spawn the vehicle 'mover'"):
+    with pytest.raises(PatchsimError, match="spawning the vehicle 'mover' .* failed: RuntimeError: Spawn failed"):
         sim.reset(scenario())
     world = cm.server.world
     assert world.spawned and world.alive() == []
@@ -128,16 +141,109 @@ def test_failed_reset_releases_the_server():
     sim.close()
 
 
+def test_backend_identity_and_observe_labels():
+    sim, cm = make_sim()
+    assert CarlaSimulator.backend == sim.backend == "carla" and sim.observes_without_time is False
+    with sim:
+        sim.reset(scenario())
+        frame_id = cm.server.world.frame
+        with pytest.raises(PatchsimError, match="no label render.*--sim embedded"):
+            sim.observe(labels=True)
+        assert cm.server.world.frame == frame_id  # refused before ticking
+        for labels in (None, False):
+            frame = sim.observe(labels=labels)
+            assert frame.labels is None
+        assert cm.server.world.frame == frame_id + 2  # each observe is one tick
+        with pytest.raises(PatchsimError, match="no label render"):
+            sim.label_id("slot:stop_face")
+
+
+def test_original_non_default_settings_come_back_after_close():
+    original = non_default_settings()
+    sim, cm = make_sim(initial_settings=original, tm_synchronous=True)
+    world = cm.server.world
+    with sim:
+        sim.reset(scenario(), seed=2)
+        assert world.settings.fixed_delta_seconds == pytest.approx(0.05)
+        assert world.settings.substepping is False  # fields the backend does not set are left as they were
+    assert world.settings == original
+    assert world.applied_settings[-1] == original
+    tm = cm.server.traffic_managers[8000]
+    assert tm.synchronous is True and tm.calls[-1] == ("set_synchronous_mode", True)
+
+
+@pytest.mark.parametrize("fail_spawn_of", ["sensor.camera.rgb", "static.prop.mesh"])
+def test_original_non_default_settings_come_back_after_a_failed_reset(fail_spawn_of):
+    original = non_default_settings()
+    sim, cm = make_sim(initial_settings=original, tm_synchronous=True, fail_spawn_of=fail_spawn_of)
+    with pytest.raises(PatchsimError, match="spawning the"):
+        sim.reset(scenario())
+    world = cm.server.world
+    assert world.settings == original and world.alive() == []
+    assert cm.server.traffic_managers[8000].synchronous is True
+    sim.close()
+    assert world.settings == original
+
+
+def test_original_settings_survive_a_town_load():
+    original = non_default_settings()
+    cm = fake_carla.module(initial_settings=original)
+    with CarlaSimulator(town="Town03", client_module=cm, verify_textures=False) as sim:
+        sim.reset(scenario())
+    assert cm.server.load_calls[-1][2] is False  # reset_settings=False keeps the server's settings
+    assert cm.server.world.map.name == "Carla/Maps/Town03" and cm.server.world.settings == original
+
+
+def test_town_load_uses_the_load_timeout_then_the_call_timeout():
+    cm = fake_carla.module()
+    sim = CarlaSimulator(town="Town03", client_module=cm, timeout_s=2.0, load_timeout_s=90.0)
+    assert cm.server.load_calls == [("Town03", 90.0, False)]
+    assert sim.client.timeout == 2.0
+    sim.close()
+    cm = fake_carla.module()
+    with pytest.raises(PatchsimError, match="loading town 'Town99' .*time-out 90 s.* failed: RuntimeError: Map 'Town9"):
+        CarlaSimulator(town="Town99", client_module=cm, timeout_s=2.0, load_timeout_s=90.0)
+    assert cm.server.clients[-1].timeout == 2.0
+
+
+@pytest.mark.parametrize("server_options,step", [
+    ({"fail_spawn_of": "vehicle.tesla.model3"}, "spawning the ego"),
+    ({"fail_spawn_of": "sensor.camera.rgb"}, "spawning the camera"),
+    ({"fail_spawn_of": "static.prop.mesh"}, "spawning the prop 1 (sign 'limit_1')"),
+    ({"fail_calls": ("apply_settings",)}, "applying synchronous settings"),
+    ({"fail_calls": ("set_weather",)}, "setting the weather (preset ClearNoon)"),
+    ({"fail_tick": True}, "ticking the world"),
+    ({"deliver_images": False}, "waiting for a camera image"),
+])
+def test_errors_name_the_step_that_failed(server_options, step):
+    sim, cm = make_sim(**server_options)
+    with pytest.raises(PatchsimError) as info:
+        sim.reset(scenario())
+    assert str(info.value).startswith(f"CARLA: {step}")
+    assert cm.server.world.alive() == []
+
+
+def test_a_camera_that_stopped_listening_is_not_stopped_again():
+    """``Sensor.is_listening`` is a method in carla 0.9.16; a truthy bound method would stop it twice."""
+    sim, _ = make_sim()
+    sim.reset(scenario())
+    camera = sim._episode.camera
+    camera.stop()
+    sim.close()
+    assert camera.stop_calls == 1
+
+
 def test_missing_server_gives_a_helpful_error():
     with pytest.raises(PatchsimError) as info:
         CarlaSimulator(host="carla-host", port=2345, client_module=fake_carla.module(running=False))
     msg = str(info.value)
-    assert "carla-host:2345" in msg and "CarlaUE4.sh -RenderOffScreen" in msg and "must be running" in msg
+    assert "connecting to carla-host:2345 failed" in msg and "CarlaUE4.sh -RenderOffScreen" in msg
+    assert "must be running" in msg and "time-out of" in msg  # the client's own text is kept
 
 
 def test_missing_camera_image_times_out_with_patchsim_error():
     sim, cm = make_sim(deliver_images=False)
-    with pytest.raises(PatchsimError, match="no camera image for frame"):
+    with pytest.raises(PatchsimError, match="waiting for a camera image failed: no camera image for frame"):
         sim.reset(scenario())
     assert cm.server.world.alive() == []
 
@@ -254,6 +360,156 @@ def test_set_patch_rejects_a_wrong_image_and_slot():
             sim.set_patch("road_1", np.zeros((8, 8), np.uint8))
         with pytest.raises(KeyError, match="no_such_slot"):
             sim.set_patch("no_such_slot", np.zeros((8, 8, 3), np.uint8))
+
+
+# --------------------------------------------------------------------------- weather and camera
+
+
+def test_weather_is_the_preset_with_the_scenarios_sun_and_fog():
+    sim, cm = make_sim()
+    sc = scenario()
+    sc.lighting.preset = "overcast"
+    sc.lighting.fog_visibility_m = 200.0
+    sc.lighting.sun_elevation_deg = 33.0
+    with sim:
+        sim.reset(sc)
+    weather = cm.server.world.weathers[-1]
+    assert weather is not fake_carla.WeatherParameters.CloudyNoon
+    assert weather.values() == pytest.approx(cc.weather_values(sc.lighting))
+    assert weather.cloudiness == 60.0 and weather.scattering_intensity == 1.0 and weather.mie_scattering_scale > 0
+    assert weather.sun_altitude_angle == 33.0 and weather.fog_distance == 0.0
+    assert weather.fog_density == pytest.approx(cc.fog_density_for_visibility(200.0))
+    assert fake_carla.WeatherParameters.CloudyNoon.sun_altitude_angle == 45.0  # the shared preset is untouched
+
+
+def test_camera_has_fixed_exposure_and_no_motion_blur():
+    sim, _ = make_sim()
+    sc = scenario()
+    sc.lighting.exposure = 2.0
+    with sim:
+        sim.reset(sc)
+        cam = sim._episode.camera
+    assert cam.attributes["exposure_mode"] == "manual"
+    assert float(cam.attributes["exposure_compensation"]) == pytest.approx(1.0)
+    assert float(cam.attributes["motion_blur_intensity"]) == 0.0
+    assert (cam.attributes["image_size_x"], cam.attributes["image_size_y"], cam.attributes["fov"]) == ("96", "64", "50")
+    assert sim.camera_settings == cc.camera_attributes(sc.camera, sc.lighting)
+
+
+def test_camera_attributes_the_blueprint_lacks_are_skipped_and_extras_applied(monkeypatch):
+    bare = {k: v for k, v in fake_carla._BLUEPRINTS["sensor.camera.rgb"].items()
+            if k not in ("exposure_mode", "motion_blur_intensity")}
+    monkeypatch.setitem(fake_carla._BLUEPRINTS, "sensor.camera.rgb", bare)
+    sim, _ = make_sim({"camera_attributes": {"shutter_speed": "500", "no_such_attribute": "1"}})
+    with sim:
+        sim.reset(scenario())
+        cam = sim._episode.camera
+    assert "exposure_mode" not in cam.attributes and "exposure_mode" not in sim.camera_settings
+    assert cam.attributes["shutter_speed"] == "500" and sim.camera_settings["shutter_speed"] == "500"
+    assert "no_such_attribute" not in sim.camera_settings
+
+
+# --------------------------------------------------------------------------- texture check
+
+
+def test_texture_check_passes_for_slots_in_view_and_restores_their_textures():
+    sim, cm = make_sim()
+    world = cm.server.world
+    with sim:
+        frame = sim.reset(close_up_scenario())
+        assert set(sim.texture_checks) == {"stop_face", "road_1"}
+        assert all(v.startswith("passed") for v in sim.texture_checks.values()), sim.texture_checks
+        for name, prop in sim._episode.slots.items():
+            sent = [t for n, _, t in world.textures if n == prop.name]
+            assert len(sent) == 3  # the slot's content, the test texture, the content again
+            assert (sent[1].pixels == sent[1].pixels[0, 0]).all()  # a plain test texture
+            assert np.abs(sent[1].pixels[0, 0, :3].astype(int) - sent[0].pixels[..., :3].mean((0, 1))).min() > 60
+            np.testing.assert_array_equal(sent[2].pixels, sent[0].pixels)
+            # the first frame shows the slot's own content again (the double draws a prop in its texture's mean)
+            mask = cc.quad_mask(frame.slots[name].corners_px, 96, 64, 0.6)
+            want = np.round(prop.last_texture[..., :3].reshape(-1, 3).mean(0))
+            np.testing.assert_allclose(frame.image[mask].mean(0), want, atol=1)
+        assert sim._episode.ego.physics is True
+
+
+def test_texture_check_does_not_move_the_start():
+    frames = []
+    for verify in (True, False):
+        sim, _ = make_sim({"verify_textures": verify})
+        with sim:
+            frames.append(sim.reset(close_up_scenario()))
+    checked, unchecked = frames
+    assert checked.ego.s_m == pytest.approx(unchecked.ego.s_m, abs=1e-6)
+    assert checked.ego.speed_mps == pytest.approx(unchecked.ego.speed_mps, abs=1e-6)
+    assert checked.index == unchecked.index == 0 and checked.time_s == unchecked.time_s == 0.0
+
+
+def test_texture_check_fails_for_a_prop_whose_material_takes_no_textures():
+    sim, cm = make_sim(props_accept_textures=False)
+    with pytest.raises(PatchsimError) as info:
+        sim.reset(close_up_scenario())
+    msg = str(info.value)
+    world = cm.server.world
+    slot_prop = [a for a in world.spawned if a.type_id == "static.prop.mesh"][1]  # after the board of limit_1
+    assert f"prop 2 (slot 'stop_face') (Unreal object {world.prop_name(slot_prop)!r})" in msg
+    assert "no runtime texture parameters" in msg and "verify_textures=False" in msg
+    assert world.alive() == [] and world.settings.synchronous_mode is False
+    # switched off, the same server resets without complaint
+    sim2, _ = make_sim({"verify_textures": False}, props_accept_textures=False)
+    with sim2:
+        sim2.reset(close_up_scenario())
+        assert sim2.texture_checks == {}
+
+
+def test_texture_check_skips_slots_out_of_view_or_too_small():
+    sim, _ = make_sim()
+    sc = scenario()
+    sc.patch_slots.append(PatchSlotSpec(name="behind", kind="road", s_m=2.0, width_m=2.0, length_m=2.0))
+    with sim:
+        sim.reset(sc)
+    checks = sim.texture_checks
+    assert checks["behind"] == "not checked: out of view at reset"
+    assert checks["stop_face"].startswith("not checked: 1 px to compare")  # 30 m away on a 96 px image
+    assert checks["road_1"].startswith("passed")
+
+
+def test_test_double_shows_a_texture_only_where_the_material_takes_it():
+    for accepts in (True, False):
+        cm = fake_carla.module(props_accept_textures=accepts)
+        world = cm.server.world
+        world.apply_settings(fake_carla.WorldSettings(synchronous_mode=True, fixed_delta_seconds=0.05))
+        bp = world.get_blueprint_library().find("static.prop.mesh")
+        bp.set_attribute("scale", "2.0")
+        facing_back = fake_carla.Transform(fake_carla.Location(10, 0, 0), fake_carla.Rotation(90, 180, 0))
+        prop = world.spawn_actor(bp, facing_back)
+        cam_bp = world.get_blueprint_library().find("sensor.camera.rgb")
+        for k, v in (("image_size_x", "32"), ("image_size_y", "32")):
+            cam_bp.set_attribute(k, v)
+        cam = world.spawn_actor(cam_bp, fake_carla.Transform())
+        images = []
+        cam.listen(images.append)
+        red = fake_carla.TextureColor(2, 2)
+        for x in range(2):
+            for y in range(2):
+                red.set(x, y, fake_carla.Color(255, 0, 0, 255))
+        # no error either way, as on a server
+        world.apply_color_texture_to_object(world.prop_name(prop), fake_carla.MaterialParameter.Diffuse, red)
+        world.tick()
+        centre = np.frombuffer(images[-1].raw_data, np.uint8).reshape(32, 32, 4)[16, 16]
+        assert centre.tolist() == ([0, 0, 255, 255] if accepts else [180, 180, 180, 255])
+
+
+def test_test_double_refuses_textures_for_unknown_objects():
+    cm = fake_carla.module()
+    world = cm.server.world
+    tex = fake_carla.TextureColor(2, 2)
+    with pytest.raises(RuntimeError, match="unable to find Actor to apply the texture"):
+        world.apply_color_texture_to_object("NoSuchObject_1", fake_carla.MaterialParameter.Diffuse, tex)
+    empty = fake_carla.TextureFloatColor(0, 0)
+    with pytest.raises(RuntimeError, match="unable to find Actor"):
+        world.apply_textures_to_object("NoSuchObject_1", tex, empty, empty, empty)
+    world.apply_textures_to_object("Road_Road_1", tex, empty, empty, empty)  # the map's own objects take them
+    assert [p for _, p, _ in world.textures] == [fake_carla.MaterialParameter.Diffuse]  # empty ones are skipped
 
 
 # --------------------------------------------------------------------------- frames
@@ -395,6 +651,35 @@ def test_test_double_has_every_name_the_backend_uses():
     missing = [n for n in CARLA_API if not _has(fake_carla, n)]
     assert missing == [], f"the test double lacks {missing}"
     assert callable(fake_carla.module().Client)
+
+
+def test_is_listening_is_a_method_in_the_real_package_and_the_double():
+    import carla
+
+    assert callable(carla.Sensor.is_listening) and callable(fake_carla.Sensor.is_listening)
+    assert not isinstance(fake_carla.Sensor.__dict__["is_listening"], property)
+
+
+def test_test_double_weather_presets_and_defaults_match_the_real_package():
+    import carla
+
+    for name in ("ClearNoon", "CloudyNoon", "ClearSunset", "CloudySunset"):
+        real, fake = getattr(carla.WeatherParameters, name), getattr(fake_carla.WeatherParameters, name)
+        for f in cc.WEATHER_FIELDS:
+            assert getattr(fake, f) == pytest.approx(getattr(real, f), abs=1e-6), (name, f)
+    real, fake = carla.WeatherParameters(), fake_carla.WeatherParameters()
+    assert fake.values() == pytest.approx({f: getattr(real, f) for f in cc.WEATHER_FIELDS}, abs=1e-6)
+    with pytest.raises(TypeError):
+        fake_carla.WeatherParameters(sunshine=1.0)
+
+
+def test_test_double_world_settings_match_the_real_defaults():
+    import carla
+
+    real, fake = carla.WorldSettings(), fake_carla.WorldSettings()
+    for name in vars(fake):
+        want = getattr(real, name)
+        assert getattr(fake, name) == (None if name == "fixed_delta_seconds" and want == 0 else pytest.approx(want))
 
 
 def _has(root, dotted: str) -> bool:

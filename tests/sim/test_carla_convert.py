@@ -7,6 +7,7 @@ server), so the frame conventions are checked against CARLA's own maths, not aga
 from __future__ import annotations
 
 import math
+import typing
 
 import carla
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from patchsim.errors import PatchsimError, ShapeError
 from patchsim.sim import carla_convert as cc
 from patchsim.sim.base import Control
-from patchsim.sim.scenario import LightingSpec, RoadSpec
+from patchsim.sim.scenario import CameraSpec, LightingSpec, RoadSpec
 from tests.fakes import fake_carla
 
 MIRROR = np.diag([1.0, -1.0, 1.0])
@@ -123,13 +124,41 @@ def test_bgra_to_rgb_and_size_check():
 # --------------------------------------------------------------------------- weather
 
 
-def test_weather_presets_and_overrides():
+def test_weather_preset_values_are_carlas():
+    for name, values in cc.CARLA_PRESET_VALUES.items():
+        preset = getattr(carla.WeatherParameters, name)
+        assert set(values) == set(cc.WEATHER_FIELDS)
+        for field in cc.WEATHER_FIELDS:
+            assert values[field] == pytest.approx(getattr(preset, field), abs=1e-6), (name, field)
+    assert set(cc.CARLA_WEATHER_PRESET.values()) <= set(cc.CARLA_PRESET_VALUES)
+    assert set(cc.CARLA_WEATHER_PRESET) == set(typing.get_args(typing.get_type_hints(LightingSpec)["preset"]))
+
+
+def test_weather_for_lighting_starts_from_the_preset_and_leaves_it_alone():
+    for preset in cc.CARLA_WEATHER_PRESET:
+        spec = LightingSpec(preset=preset)
+        before = {f: getattr(getattr(carla.WeatherParameters, cc.weather_preset(spec)), f) for f in cc.WEATHER_FIELDS}
+        w = cc.weather_for_lighting(carla, spec)
+        assert isinstance(w, carla.WeatherParameters)
+        for field, value in cc.weather_values(spec).items():
+            assert getattr(w, field) == pytest.approx(value, abs=1e-4), (preset, field)
+        # never a WeatherParameters of zeros: the preset's scattering and haze are kept
+        assert w.scattering_intensity == pytest.approx(1.0) and w.mie_scattering_scale > 0 and w.fog_distance > 0
+        after = {f: getattr(getattr(carla.WeatherParameters, cc.weather_preset(spec)), f) for f in cc.WEATHER_FIELDS}
+        assert after == before
+
+
+def test_weather_adjustments_follow_the_scenario():
     noon = cc.weather_values(LightingSpec(preset="noon"))
     overcast = cc.weather_values(LightingSpec(preset="overcast"))
+    morning = cc.weather_values(LightingSpec(preset="morning"))
+    evening = cc.weather_values(LightingSpec(preset="evening"))
     dusk = cc.weather_values(LightingSpec(preset="dusk"))
+    assert cc.weather_preset(LightingSpec(preset="overcast")) == "CloudyNoon"
     assert overcast["cloudiness"] > noon["cloudiness"]
-    assert dusk["sun_altitude_angle"] < noon["sun_altitude_angle"]
-    assert noon["fog_density"] == 0.0 and noon["precipitation"] == 0.0
+    assert dusk["sun_altitude_angle"] < evening["sun_altitude_angle"] < noon["sun_altitude_angle"]
+    assert morning["sun_azimuth_angle"] != evening["sun_azimuth_angle"]  # same CARLA preset, patchsim's sun
+    assert noon["fog_density"] == 2.0 and noon["fog_distance"] == 0.75  # the preset's haze without scenario fog
     custom = cc.weather_values(LightingSpec(preset="noon", sun_azimuth_deg=180.0, sun_elevation_deg=33.0))
     assert custom["sun_altitude_angle"] == 33.0
     # compass bearing 90 (patchsim +x, east) is CARLA +x, yaw 0; bearing 180 (patchsim -y) is CARLA +y, yaw 90
@@ -137,10 +166,53 @@ def test_weather_presets_and_overrides():
     assert custom["sun_azimuth_angle"] == 90.0
     fog = [cc.fog_density_for_visibility(v) for v in (20.0, 100.0, 1000.0)]
     assert fog[0] > fog[1] > fog[2] > 0 and fog[0] <= 100.0
-    w = cc.weather_for_lighting(carla, LightingSpec(preset="evening", fog_visibility_m=150.0))
-    assert isinstance(w, carla.WeatherParameters)
-    assert w.fog_density == pytest.approx(cc.fog_density_for_visibility(150.0), abs=1e-4)
+    foggy = cc.weather_adjustments(LightingSpec(preset="evening", fog_visibility_m=150.0))
+    assert foggy["fog_density"] == pytest.approx(cc.fog_density_for_visibility(150.0)) and foggy["fog_distance"] == 0.0
+    assert "fog_density" not in cc.weather_adjustments(LightingSpec(preset="evening"))
+
+
+# --------------------------------------------------------------------------- camera
+
+
+def test_camera_attributes_fix_exposure_and_turn_off_motion_blur():
+    attrs = cc.camera_attributes(CameraSpec(width_px=320, height_px=200, hfov_deg=62.5), LightingSpec(exposure=0.5))
+    assert attrs == {"image_size_x": "320", "image_size_y": "200", "fov": "62.5", "exposure_mode": "manual",
+                     "exposure_compensation": "-1.0000", "motion_blur_intensity": "0.0"}
     assert cc.exposure_compensation_ev(2.0) == pytest.approx(1.0)
+
+
+def test_camera_mount_is_mirrored_and_measured_from_the_rear_axle():
+    cam = CameraSpec(forward_m=1.8, lateral_m=0.3, height_m=1.4, pitch_deg=-2.0, yaw_deg=5.0)
+    (x, y, z), (pitch, yaw, roll) = cc.camera_mount(cam, rear_axle_offset_m=1.35)
+    assert (x, y, z) == pytest.approx((0.45, -0.3, 1.4))  # left in patchsim is -y in CARLA
+    assert (pitch, yaw, roll) == pytest.approx((-2.0, -5.0, 0.0))  # a left yaw is a negative CARLA yaw
+
+
+# --------------------------------------------------------------------------- texture check
+
+
+def test_quad_mask_selects_pixel_centres_inside_the_quad():
+    square = np.array([[2.0, 1.0], [6.0, 1.0], [6.0, 5.0], [2.0, 5.0]])
+    mask = cc.quad_mask(square, 8, 6)
+    assert mask.shape == (6, 8) and mask.sum() == 16 and mask[1:5, 2:6].all()
+    np.testing.assert_array_equal(cc.quad_mask(square[::-1], 8, 6), mask)  # either direction around
+    assert cc.quad_mask(square, 8, 6, shrink=0.5).sum() == 4  # the 2 x 2 px in the middle
+    assert not cc.quad_mask(square + 100, 8, 6).any()  # outside the image
+    assert not cc.quad_mask(np.full((4, 2), np.nan), 8, 6).any()
+
+
+def test_mean_change_and_contrast_texture():
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[1:3, 1:3] = 30
+    mask = np.zeros((4, 4), bool)
+    mask[1:3, 1:3] = True
+    assert cc.mean_change(a, b, mask) == 30.0 and cc.mean_change(a, b, ~mask) == 0.0
+    assert cc.mean_change(a, b, np.zeros_like(mask)) == 0.0
+    red = np.zeros((5, 5, 4), np.uint8)
+    red[..., 0] = 220
+    test = cc.contrast_texture(red, size_px=3)
+    assert test.shape == (3, 3, 4) and test[0, 0].tolist() == [0, 255, 255, 255]
 
 
 # --------------------------------------------------------------------------- textures

@@ -1,37 +1,28 @@
-from patchsim.sim.render import expert_for
+from patchsim.closedloop.drivers import GroundTruthDriver
+from patchsim.closedloop.episode import run_episode
 from patchsim.sim.scenario import load_scenario
-from patchsim.victims.evaluate import drive_closed_loop
 
 
 def test_expert_keeps_the_curve_within_30cm(sim):
     sc = load_scenario("scenarios/lane_keep_curve.yaml")
-    driver = {}
-
-    def steer(frame):
-        if "e" not in driver:
-            driver["e"] = expert_for(sim.scenario, sim.road)
-        e = frame.ego
-        return driver["e"].steering(e.x_m, e.y_m, e.yaw_rad, e.speed_mps)
-
     sim.labels_mode = False
     try:
-        result = drive_closed_loop(steer, sc, seed=1, distance_m=200.0, sim=sim)
+        ep = run_episode(sim, sc, 1, GroundTruthDriver())
     finally:
         sim.labels_mode = True
-    assert result.distance_m > 195
-    assert max(abs(o) for o in result.offsets_m) <= 0.3
-    assert not result.departed
+    travelled = ep.frames[-1]["ego_s_m"] - ep.frames[0]["ego_s_m"]
+    assert travelled > 190
+    assert ep.outcome["max_lateral_offset_m"] <= 0.3
+    assert not ep.outcome["lane_departure"]
 
 
 def test_expert_stops_at_the_stop_line(sim):
-    from patchsim.sim.base import Control  # noqa: F401
-
     sc = load_scenario("scenarios/stop_sign_approach.yaml")
-    frame = sim.reset(sc, seed=0)
-    driver = expert_for(sim.scenario, sim.road)
-    for _ in range(sim.scenario.num_steps):
-        frame = sim.step(driver.control(frame))
-        if frame.ego.speed_mps < 0.01:
-            break
-    assert frame.ego.speed_mps < 0.05
-    assert -0.5 <= frame.stop_line_distance_m <= 1.5
+    sim.labels_mode = False
+    try:
+        ep = run_episode(sim, sc, 0, GroundTruthDriver())
+    finally:
+        sim.labels_mode = True
+    assert ep.ended_by == "at_rest"
+    assert ep.outcome["stopped_before_line"] and not ep.outcome["ran_stop_sign"]
+    assert -0.5 <= ep.frames[-1]["stop_line_distance_m"] <= 1.5

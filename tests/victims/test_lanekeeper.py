@@ -5,7 +5,7 @@ import torch
 
 from patchsim.errors import CheckpointError, ShapeError
 from patchsim.sim.scenario import load_scenario
-from patchsim.victims.evaluate import drive_closed_loop, model_steer_fn
+from patchsim.victims.evaluate import drive_closed_loop
 from patchsim.victims.lanekeeper import load_lanekeeper
 
 
@@ -15,7 +15,7 @@ def test_lanekeeper_stays_in_lane_on_a_short_straight(name, sim):
     sc = load_scenario("scenarios/lane_keep_straight.yaml")
     sim.labels_mode = False
     try:
-        result = drive_closed_loop(model_steer_fn(model), sc, seed=2, distance_m=60.0, sim=sim)
+        result = drive_closed_loop(model, sc, seed=2, distance_m=60.0, sim=sim)
     finally:
         sim.labels_mode = True
     assert result.distance_m >= 59
