@@ -66,6 +66,15 @@ def _run(fn, *args, **kwargs):
         _fail(exc)
 
 
+def with_cli_overrides(cfg, overrides: dict):
+    """``cfg`` with command-line values set, checked like the same keys in a YAML file."""
+    from patchsim.config import from_dict, to_dict
+
+    if not overrides:
+        return cfg
+    return from_dict(type(cfg), {**to_dict(cfg), **overrides}, "command line")
+
+
 def _load_config(cls, path: Optional[Path]):
     from patchsim.config import load_yaml
 
@@ -83,6 +92,7 @@ def sim_render(
     patch: Optional[Path] = typer.Option(None, help="patch image (PNG, RGB or RGBA) to show on --slot"),
     slot: Optional[str] = typer.Option(None, help="patch slot name for --patch"),
     video: bool = typer.Option(True, help="write video.mp4"),
+    frames: bool = typer.Option(True, help="write every frame as frames/NNNNNN.png"),
     steps: Optional[int] = typer.Option(None, help="render at most this many steps"),
     sim: SimOpt = "embedded",
     carla: CarlaOpt = None,
@@ -97,8 +107,8 @@ def sim_render(
         if slot is None:
             _fail(ValueError("--patch needs --slot"))
         patches = {slot: _run(_read_rgba, patch)}
-    summary = _run(render_scenario, scenario, out, seed=seed, patches=patches, video=video, max_steps=steps,
-                   sim_spec=spec)
+    summary = _run(render_scenario, scenario, out, seed=seed, patches=patches, video=video, frames=frames,
+                   max_steps=steps, sim_spec=spec)
     typer.echo(f"{summary.frames} frames at {summary.fps_rendered:.1f} frames/s -> {summary.out_dir}")
 
 
@@ -235,16 +245,21 @@ def attack(
     time_budget: Optional[float] = typer.Option(None, help="stop optimizing after this many seconds"),
     seed: Optional[int] = typer.Option(None, help="override the seed"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    sim: SimOpt = "embedded",
+    carla: CarlaOpt = None,
 ) -> None:
     """Optimize a printable patch by EOT (default: stop-sign stickers against the default detector)."""
     from patchsim.attack.config import load_attack_config
     from patchsim.attack.optimizer import run_attack
 
+    if _sim_spec(sim, carla).backend != "embedded":
+        _fail(ValueError("the attack's scene bank needs the label render (the slot's visibility and shading), "
+                         "which the CARLA backend does not have: use --sim embedded, or photos (scenes.photos)"))
+
     cfg = _run(load_attack_config, config)
-    for name, value in (("device", device), ("steps", steps), ("batch", batch), ("time_budget_s", time_budget),
-                        ("seed", seed)):
-        if value is not None:
-            setattr(cfg, name, value)
+    overrides = {name: value for name, value in (("device", device), ("steps", steps), ("batch", batch),
+                                                 ("time_budget_s", time_budget), ("seed", seed)) if value is not None}
+    cfg = _run(with_cli_overrides, cfg, overrides)
     result = _run(run_attack, cfg, out, resume=resume, progress=progress)
     m = result.metrics
     typer.echo(json.dumps(m))
@@ -382,13 +397,14 @@ def pipeline(
     workers: int = typer.Option(2, min=1, help="closed-loop episodes in parallel"),
     sweep: Optional[Path] = typer.Option(None, help="held-out sweep file (default: scenarios/sweeps/ for the slot)"),
     paper: str = typer.Option("A4", help="paper for the printable"),
+    printables: Path = typer.Option(Path("printables"), help="folder for the printable PDF"),
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
     """The main job: make a patch, test it in closed loop under held-out conditions, write the printable PDF."""
     from patchsim.closedloop.report import comparison_table, format_table
     from patchsim.pipeline import run_pipeline
 
-    summary = _run(run_pipeline, out, config, heldout_seeds, workers, "printables", paper, sweep, progress)
+    summary = _run(run_pipeline, out, config, heldout_seeds, workers, printables, paper, sweep, progress)
     m = summary["attack"]
     typer.echo(f"attack: held-out per-frame success {m['heldout_success_rate']:.1%} -> {summary['attack_dir']}")
     typer.echo(f"closed loop, {summary['heldout']['episodes']} held-out episodes ({out}/heldout/report.html):")
@@ -449,12 +465,13 @@ def calibrate_printer(
     photo: Path = typer.Argument(..., help="photo of the printed chart"),
     name: str = typer.Option(..., "--name", help="profile name, saved as printables/profiles/NAME.json"),
     chart_layout: Optional[Path] = typer.Option(None, "--chart", help="chart layout JSON if not the default chart"),
+    profiles_dir: Path = typer.Option(Path("printables/profiles"), help="folder the profile is saved in"),
 ) -> None:
     """Fit a printer colour profile from a photo of the chart; the attack uses it with printer_profile: NAME."""
     from patchsim.printing.calibrate import calibrate
 
-    result = _run(calibrate, photo, name, chart=chart_layout)
-    typer.echo(f"profile -> {result.path}   mean Delta E (CIEDE2000) {result.delta_e:.2f}")
+    result = _run(calibrate, photo, name, out_dir=profiles_dir, chart=chart_layout)
+    typer.echo(f"profile -> {result.path}   mean Delta E (CIEDE2000) {float(result.delta_e.mean()):.2f}")
 
 
 def main() -> None:

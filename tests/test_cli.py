@@ -37,3 +37,25 @@ def test_cli_errors_name_the_problem(tmp_path):
     assert result.exit_code == 2 and "missing.jpg" in result.output
     result = CliRunner().invoke(app, ["data", "generate", "--out", str(tmp_path / "d"), "--task", "nope"])
     assert result.exit_code == 2 and "--task must be detector or lanekeeper" in result.output
+
+
+@pytest.mark.parametrize("args, culprit", [
+    (["--steps", "-3"], "key 'steps': -3 is out of range"),
+    (["--batch", "0"], "key 'batch': 0 is out of range"),
+    (["--device", "banana"], "device must be cpu, cuda or cuda:N"),
+    (["--sim", "carla"], "label render"),
+])
+def test_attack_command_line_values_are_checked_before_any_work(tmp_path, args, culprit):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["attack", "--out", str(out), *args])
+    assert result.exit_code == 2 and culprit in result.output, result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_attack_refuses_cuda_on_a_machine_without_a_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = CliRunner().invoke(app, ["attack", "--out", str(tmp_path / "run"), "--device", "cuda"])
+    assert result.exit_code == 2 and "no CUDA GPU" in result.output

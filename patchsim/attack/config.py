@@ -11,6 +11,21 @@ from patchsim.eot.pipeline import EOTConfig
 from patchsim.eot.scenes import SceneConfig
 
 DEFAULTS_DIR = Path(__file__).resolve().parent.parent / "defaults"
+
+
+def check_device(device: str, key: str = "device") -> None:
+    """``cpu``, ``cuda`` or ``cuda:N`` that this machine has; else a FieldError naming ``key``."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cpu" and not index:
+        return
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise FieldError(key, f"device must be cpu, cuda or cuda:N, not {device!r}")
+    if not torch.cuda.is_available():
+        raise FieldError(key, f"device {device!r}: this machine has no CUDA GPU that torch can use (use cpu)")
+    if index and int(index) >= torch.cuda.device_count():
+        raise FieldError(key, f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
 GOALS = ("vanish", "misclassify", "appear", "steer")
 
 
@@ -41,6 +56,9 @@ class AttackConfig:
     checkpoint_every: int = param(25, range=(1, 1_000_000), help="checkpoint period (steps)")
     time_budget_s: float | None = param(None, unit="s", range=(1.0, None), help="stop optimizing after this long")
     target_success: float | None = param(None, range=(0.0, 1.0), help="stop once held-out success reaches this")
+    closed_loop_seeds: int = param(0, range=(0, 10000),
+                                   help="after optimizing, drive the held-out scenario this many seeds clean and "
+                                        "patched (the episode engine) and report the outcomes in patch.json")
     loss_space: str = param("logit", help="detector losses on hinged logits (logit) or on probabilities (prob)")
     conf_threshold: float = param(0.25, range=(0.0, 1.0), help="detection score threshold for success tests")
     seed: int = param(0, range=(0, 2**31 - 1), help="fixes every sample and initialization")
@@ -58,6 +76,7 @@ class AttackConfig:
             raise FieldError("steer_direction", "steer_direction must be left or right")
         if self.lr_schedule not in ("cosine", "constant"):
             raise FieldError("lr_schedule", "lr_schedule must be cosine or constant")
+        check_device(self.device)
         if self.heldout.slot != self.scenes.slot:
             raise FieldError("heldout.slot", f"held-out slot {self.heldout.slot!r} differs from the training slot "
                                              f"{self.scenes.slot!r}")

@@ -153,9 +153,11 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
     if not resume and ckpt_path.is_file():
         raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
     if resume:
-        saved_cfg = (out / "config.yaml").read_text()
-        if saved_cfg != yaml.safe_dump(to_dict(cfg), sort_keys=False):
-            raise CheckpointError(f"{out}/config.yaml differs from the config given; resume with the same config")
+        saved_cfg = yaml.safe_load((out / "config.yaml").read_text())
+        differ = _differing_keys(saved_cfg, yaml.safe_load(yaml.safe_dump(to_dict(cfg))))
+        if differ:
+            raise CheckpointError(f"{out}/config.yaml differs from the config given in {', '.join(differ[:5])}"
+                                  f"{' and more' if len(differ) > 5 else ''}; resume with the same config")
     write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     write_json(out / "run.json", manifest("attack", cfg.seed, to_dict(cfg), torch_threads=torch.get_num_threads()))
     torch.manual_seed(cfg.seed)
@@ -222,9 +224,7 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
             patch.set_mask(patch.sticker_mask(positions))
         elif cfg.patch.mask == "file":
             patch.set_mask(_read_mask(cfg.patch.mask_file, patch.hw, cfg.device))
-        if patch.coverage() > cfg.patch.max_coverage + 1e-6 and cfg.patch.mask != "full":
-            raise ValueError(f"mask covers {patch.coverage():.1%} of the face, above max_coverage "
-                             f"{cfg.patch.max_coverage:.0%}")
+        patch.check_applicable()
 
     def lr_at(step: int) -> float:
         if cfg.lr_schedule == "constant":
@@ -302,7 +302,46 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
     write_json(out / "failures.json", {"indices": failures,
                                        "params": params_to_json(select(heldout, failures)) if failures else None})
     _write_outputs(out, cfg, patch, state, metrics, profile)
+    if cfg.closed_loop_seeds and not cfg.heldout.photos:
+        metrics["closed_loop"] = closed_loop_check(cfg, out, progress)
+        _write_outputs(out, cfg, patch, state, metrics, profile)
     return AttackResult(out, metrics, patch)
+
+
+def closed_loop_check(cfg: AttackConfig, out: Path, progress: bool = False) -> dict:
+    """Drive the held-out scenario ``cfg.closed_loop_seeds`` seeds (from the held-out seed), clean and
+    with the patch just written, through the episode engine; results in ``OUT/closed_loop/``.
+
+    Returns the per-variant outcome rates of the patched and clean runs (``clean``, ``patched``).
+    """
+    from patchsim.closedloop.run import run_scenario
+
+    detector = cfg.victim if not cfg.is_steer else "detector:default"
+    lanekeeper = cfg.victim if cfg.is_steer else None
+    summary = run_scenario(cfg.heldout.scenario, out / "closed_loop", [str(out)], cfg.closed_loop_seeds,
+                           seed_start=cfg.heldout.seed, detector=detector, lanekeeper=lanekeeper, videos=0,
+                           progress=progress)
+    variants = summary["variants"]
+    patched = next(v for k, v in variants.items() if k != "clean")
+    keep = ("stopped_before_line", "ran_stop_sign", "stop_confirmed", "speed_limit_confirmed", "lane_departure")
+    brief = {name: {k: v[k]["rate"] for k in keep if k in v} for name, v in (("clean", variants["clean"]),
+                                                                              ("patched", patched))}
+    for name, v in (("clean", variants["clean"]), ("patched", patched)):
+        for k in ("mean_first_detection_m", "mean_stop_line_overrun_m", "mean_time_to_departure_s"):
+            if v.get(k) is not None:
+                brief[name][k] = v[k]
+    return {"scenario": cfg.heldout.scenario, "seeds": cfg.closed_loop_seeds, **brief}
+
+
+def _differing_keys(a, b, path: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain configs (mappings compared key by key)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            sub = f"{path}.{k}" if path else str(k)
+            out += [sub] if (k in a) != (k in b) else _differing_keys(a[k], b[k], sub)
+        return out
+    return [] if a == b else [path or "(the whole config)"]
 
 
 def _search_sticker_positions(cfg: AttackConfig, patch: Patch, objective: Objective,
@@ -366,9 +405,8 @@ def _write_outputs(out: Path, cfg: AttackConfig, patch: Patch, state: dict, metr
                  "sign_kind": patch.slot.sign_kind},
         "pixels_per_m": cfg.patch.pixels_per_m,
         "print_dpi": cfg.patch.print_dpi,
-        "mask": {"kind": cfg.patch.mask, "coverage": round(patch.coverage(), 4),
-                 "stickers_m": [{"x_m": round(x, 4), "y_m": round(y, 4), "w_m": round(w, 4), "h_m": round(h, 4)}
-                                for x, y, w, h in sticker_rects(state.get("positions") or [], cfg.patch.sticker_size_m)]},
+        "mask": {"kind": cfg.patch.mask, "coverage": round(patch.coverage(), 4), "pieces": patch.pieces(),
+                 "stickers_m": _cut_rects(patch, state.get("positions") or [], cfg.patch.sticker_size_m)},
         "victim": cfg.victim,
         "goal": {"goal": cfg.goal, "source_class": cfg.source_class, "target_class": cfg.target_class,
                  "steer_direction": cfg.steer_direction if cfg.is_steer else None},
@@ -383,6 +421,19 @@ def _write_outputs(out: Path, cfg: AttackConfig, patch: Patch, state: dict, metr
                   "config": "config.yaml", "checkpoint": "checkpoint.pt"},
     }
     write_json(out / "patch.json", doc)
+
+
+def _cut_rects(patch: Patch, positions: list, size_m: tuple[float, float]) -> list[dict]:
+    """The stickers as the mask has them (whole patch pixels), in metres."""
+    from patchsim.attack.patch import sticker_pixels
+
+    h, w = patch.hw
+    ppm_x, ppm_y = w / patch.slot.size_m[0], h / patch.slot.size_m[1]
+    out = []
+    for x, y, sw, sh in sticker_rects(positions, size_m):
+        kw, kh = sticker_pixels((sw, sh), ppm_x, ppm_y)
+        out.append({"x_m": round(x, 4), "y_m": round(y, 4), "w_m": round(kw / ppm_x, 4), "h_m": round(kh / ppm_y, 4)})
+    return out
 
 
 def _plot_curves(path: Path, state: dict) -> None:

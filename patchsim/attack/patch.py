@@ -40,6 +40,10 @@ class PatchConfig:
     sticker_positions_m: list[tuple[float, float]] | None = param(
         None, unit="m", help="top-left corners in slot coordinates; unset: found by saliency search")
     max_coverage: float = param(0.25, range=(0.01, 1.0), help="largest share of the face the mask may cover")
+    max_pieces: int | None = param(8, range=(1, 10000),
+                                   help="most separate stickers a person has to apply (stickers and file masks)")
+    min_piece_m: float = param(0.05, unit="m", range=(0.0, 5.0),
+                               help="shortest side a sticker may have (narrower pieces do not survive cutting)")
     pixels_per_m: float = param(128.0, unit="px/m", range=(16.0, 4000.0), help="optimization resolution")
     print_dpi: float = param(150.0, unit="dpi", range=(10.0, 2400.0), help="resolution of the printable patch.png")
     init: str = param("base", help="base (the sign as it is), target (the face of the attack's target sign "
@@ -145,6 +149,48 @@ class Patch:
     def set_mask(self, mask: torch.Tensor) -> None:
         """Set the mask (1, H, W) in [0, 1]; it is clipped to the outline."""
         self.mask = (mask.to(self.outline) * self.outline).clamp(0, 1)
+
+    def pieces(self) -> list[dict]:
+        """The mask's separate pieces (8-connected): area (m²) and the short and long sides (m) of
+        each one's smallest enclosing rectangle, largest piece first."""
+        import cv2
+
+        h, w = self.hw
+        m_per_px = (self.slot.size_m[0] / w, self.slot.size_m[1] / h)
+        binary = (self.mask[0].detach().cpu().numpy() > 0.5).astype(np.uint8)
+        n, labels = cv2.connectedComponents(binary, connectivity=8)
+        out = []
+        for k in range(1, n):
+            ys, xs = np.nonzero(labels == k)
+            # pixel corners, so a one-pixel-wide strip is one pixel wide
+            pts = np.concatenate([np.stack([xs + dx, ys + dy], 1) for dx in (0, 1) for dy in (0, 1)]).astype(np.float32)
+            pts *= np.array(m_per_px, np.float32)
+            (_, _), (a, b), _ = cv2.minAreaRect(pts)
+            out.append({"area_m2": round(float(len(xs) * m_per_px[0] * m_per_px[1]), 5),
+                        "short_side_m": round(float(min(a, b)), 4), "long_side_m": round(float(max(a, b)), 4)})
+        return sorted(out, key=lambda p: -p["area_m2"])
+
+    def check_applicable(self) -> None:
+        """A sticker mask must be something a person can cut and apply: at most ``max_pieces`` pieces,
+        none narrower than ``min_piece_m``, within ``max_coverage``.
+
+        Raises:
+            FieldError: naming the ``patch.*`` key that the mask breaks.
+        """
+        if self.cfg.mask == "full":
+            return
+        if self.coverage() > self.cfg.max_coverage + 1e-6:
+            raise FieldError("patch.max_coverage", f"mask covers {self.coverage():.1%} of the face, above "
+                                                   f"max_coverage {self.cfg.max_coverage:.0%}")
+        pieces = self.pieces()
+        if self.cfg.max_pieces is not None and len(pieces) > self.cfg.max_pieces:
+            raise FieldError("patch.max_pieces", f"the mask has {len(pieces)} separate pieces, above max_pieces "
+                                                 f"{self.cfg.max_pieces}; use fewer, larger stickers")
+        narrow = [p for p in pieces if p["short_side_m"] < self.cfg.min_piece_m - 1e-6]
+        if narrow:
+            raise FieldError("patch.min_piece_m", f"{len(narrow)} of the mask's pieces are narrower than "
+                                                  f"min_piece_m {self.cfg.min_piece_m:g} m (the narrowest: "
+                                                  f"{min(p['short_side_m'] for p in narrow):.3f} m)")
 
     def sticker_mask(self, stickers_m: list) -> torch.Tensor:
         """(1, H, W) mask of stickers given as top-left corners (x, y) of ``sticker_size_m`` rectangles,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -36,6 +36,8 @@ class SceneConfig:
     frames_per_seed: int = param(4, range=(1, 1000), help="distances rendered per randomized scene")
     seed: int = param(0, range=(0, 2**31 - 1), help="seed of scene randomization and poses")
     distance_m: tuple[float, float] = param((6.0, 30.0), unit="m", range=(1.0, 500.0), help="camera to slot")
+    distance_sampling: Literal["uniform", "log"] = param(
+        "uniform", help="uniform in distance, or in log distance (as many frames from 6-12 m as from 35-70 m)")
     lateral_offset_m: tuple[float, float] = param((-0.8, 0.8), unit="m", range=(-3.0, 3.0), help="ego in lane")
     heading_deg: tuple[float, float] = param((-3.0, 3.0), unit="deg", range=(-30.0, 30.0), help="ego heading")
     randomize: dict[str, list[Any]] = param(default_factory=dict, help="extra scenario randomization keys")
@@ -139,7 +141,7 @@ def build_sim_bank(cfg: SceneConfig, sim=None) -> SceneBank:
             for _ in range(cfg.frames_per_seed):
                 if len(images) >= cfg.frames:
                     break
-                d = float(rng.uniform(*cfg.distance_m))
+                d = _draw_distance(rng, cfg)
                 lat = float(rng.uniform(*cfg.lateral_offset_m))
                 head = math.radians(float(rng.uniform(*cfg.heading_deg)))
                 s_ego = slot_centre_s - d - sim.scenario.camera.forward_m
@@ -185,6 +187,13 @@ def build_sim_bank(cfg: SceneConfig, sim=None) -> SceneBank:
     finally:
         if own:
             sim.close()
+
+
+def _draw_distance(rng: np.random.Generator, cfg: SceneConfig) -> float:
+    lo, hi = cfg.distance_m
+    if cfg.distance_sampling == "log":
+        return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    return float(rng.uniform(lo, hi))
 
 
 def _outline_uv(sim, placement) -> np.ndarray:

@@ -101,3 +101,23 @@ def test_long_runs_of_grid_cells_split_into_printable_strips():
     row = [r for r in rects if abs(r[1] - 0.3125) < 1e-9]
     assert len(row) >= 2 and all(w <= 0.15 + 1e-9 for _, _, w, _ in row)
     assert abs(sum(w for _, _, w, _ in row) - 0.75) < 1e-9  # the split strips still cover the row
+
+
+def test_stickers_must_be_few_and_wide_enough_to_apply():
+    slot = SlotInfo("stop_face", "sign_face", (0.75, 0.75), "stop_sign")
+    strips = Patch(slot, PatchConfig(mask="stickers", sticker_size_m=(0.32, 0.06), stickers=6))
+    strips.set_mask(strips.sticker_mask(place_stickers(torch.rand(strips.hw), strips, 6, (0.32, 0.06), 0.25)))
+    strips.check_applicable()  # six strips of 31 x 5.5 cm: fine
+    pieces = strips.pieces()
+    assert 1 <= len(pieces) <= 6 and min(p["short_side_m"] for p in pieces) >= 0.05
+    assert sum(p["area_m2"] for p in pieces) == pytest.approx(strips.coverage() * strips.outline_area_m2, rel=1e-3)
+
+    confetti = Patch(slot, PatchConfig(mask="stickers", sticker_size_m=(0.04, 0.04), stickers=20))
+    confetti.set_mask(confetti.sticker_mask(place_stickers(torch.rand(confetti.hw), confetti, 20, (0.04, 0.04), 0.25)))
+    with pytest.raises(FieldError) as exc:
+        confetti.check_applicable()
+    assert exc.value.key == "patch.max_pieces"
+    confetti.cfg.max_pieces = None
+    with pytest.raises(FieldError) as exc:
+        confetti.check_applicable()
+    assert exc.value.key == "patch.min_piece_m" and "narrower than min_piece_m 0.05" in str(exc.value)

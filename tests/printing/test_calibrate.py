@@ -154,3 +154,14 @@ def test_default_profile_ships():
     reference = default_profile()
     assert np.allclose(shipped.matrix, reference.matrix) and np.allclose(shipped.offset, reference.offset)
     assert np.allclose(shipped.palette, reference.palette)
+
+
+def test_calibrate_command_succeeds_on_a_good_photo(tmp_path, chart_page):
+    from typer.testing import CliRunner
+
+    from patchsim.cli import app
+
+    photo = save_photo(tmp_path / "photo.jpg", synthetic_photo(chart_page))
+    r = CliRunner().invoke(app, ["calibrate", str(photo), "--name", "cli", "--profiles-dir", str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    assert "mean Delta E (CIEDE2000)" in r.output and (tmp_path / "p" / "cli.json").is_file()
