@@ -474,6 +474,24 @@ def calibrate_printer(
     typer.echo(f"profile -> {result.path}   mean Delta E (CIEDE2000) {float(result.delta_e.mean()):.2f}")
 
 
+@app.command("cache")
+def cache(
+    clear: bool = typer.Option(False, "--clear", help="delete the cached entries"),
+    kind: Optional[str] = typer.Option(None, help="only this kind (e.g. scenes)"),
+) -> None:
+    """The shared cache (scene banks that runs reuse): where it is and its size; --clear empties it."""
+    from patchsim import cache as shared
+
+    if clear:
+        freed = shared.clear(kind)
+        typer.echo(f"cleared {freed / 1e6:.1f} MB from {shared.cache_dir()}")
+        return
+    info = shared.usage()
+    typer.echo(f"{info['dir']}: {info['bytes'] / 1e6:.1f} MB")
+    for name, k in info["kinds"].items():
+        typer.echo(f"  {name}: {k['entries']} entries, {k['bytes'] / 1e6:.1f} MB")
+
+
 def main() -> None:
     try:
         app()

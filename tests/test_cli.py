@@ -59,3 +59,14 @@ def test_attack_refuses_cuda_on_a_machine_without_a_gpu(tmp_path):
         pytest.skip("this machine has a GPU")
     result = CliRunner().invoke(app, ["attack", "--out", str(tmp_path / "run"), "--device", "cuda"])
     assert result.exit_code == 2 and "no CUDA GPU" in result.output
+
+
+def test_cache_command_shows_and_clears_the_shared_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATCHSIM_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "scenes").mkdir(parents=True)
+    (tmp_path / "cache" / "scenes" / "abc.pt").write_bytes(b"x" * 2_000_000)
+    r = CliRunner().invoke(app, ["cache"])
+    assert r.exit_code == 0 and "2.0 MB" in r.output and "scenes: 1 entries" in r.output
+    r = CliRunner().invoke(app, ["cache", "--clear"])
+    assert r.exit_code == 0 and "cleared 2.0 MB" in r.output
+    assert not (tmp_path / "cache" / "scenes").exists()

@@ -4,7 +4,6 @@ Run directory (everything needed to repeat the result)::
 
     config.yaml            the resolved attack config
     run.json               seed, versions, command line
-    scenes.pt              the training and held-out scene banks (frames, corners, shading)
     heldout_params.json    the held-out EOT conditions (replayable)
     checkpoint.pt          patch, optimizer and progress; ``--resume`` continues from it
     patch.png, mask.png    the best patch at print resolution, and its mask
@@ -12,6 +11,10 @@ Run directory (everything needed to repeat the result)::
     patch.json             slot, size, dpi, victim, losses, EOT config, seed, versions, metrics
     failures.json          held-out conditions where the patch failed (replay them)
     curves.png, tb/        loss and held-out success curves; TensorBoard logs
+
+The scene banks (frames, corners, shading: about 200 MB) live in the shared cache
+(``patchsim cache``), named by a hash of their configuration, scenario and rendering code; a run
+records that key in ``run.json`` and rebuilds the banks identically when the cache was cleared.
 
 Each step's EOT samples come from a generator seeded with (seed, step) or, when backgrounds are
 reused, from one seeded with (seed, pool number) that draws all the pool's steps; checkpoints hold
@@ -62,12 +65,52 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step + 17)
 
 
-def _banks(cfg: AttackConfig, out: Path) -> tuple[SceneBank, SceneBank]:
-    """Build the scene banks once per run directory and reuse them on resume."""
-    path = out / "scenes.pt"
+def bank_key(cfg: AttackConfig) -> str:
+    """What the scene banks depend on: their configs, the scenario files' text, the photos' corner
+    files, the source class (photo banks), and the code that renders them."""
+    from patchsim.cache import cache_key
+
+    inputs = []
+    for sc in (cfg.scenes, cfg.heldout):
+        if sc.photos:
+            corners = Path(sc.photos) / "corners.json"
+            inputs.append(corners.read_text() if corners.is_file() else None)
+        else:
+            scenario = Path(sc.scenario)
+            inputs.append(scenario.read_text() if scenario.is_file() else None)
+    return cache_key(to_dict(cfg.scenes), to_dict(cfg.heldout), cfg.source_class, inputs, _render_code_version())
+
+
+def _render_code_version() -> str:
+    """A hash of the source that renders scene banks (the simulator and the bank builder)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for f in sorted([*(root / "sim").glob("*.py"), root / "eot" / "scenes.py"]):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _banks(cfg: AttackConfig, progress: bool = False) -> tuple[SceneBank, SceneBank, str]:
+    """The training and held-out scene banks, from the shared cache when an identical configuration
+    made them before (``patchsim cache``), else built and cached. Returns them and the cache key."""
+    import sys
+
+    from patchsim.cache import entry_path
+
+    key = bank_key(cfg)
+    path = entry_path("scenes", key)
     if path.is_file():
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        return SceneBank.from_dict(data["train"]), SceneBank.from_dict(data["heldout"])
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            return SceneBank.from_dict(data["train"]), SceneBank.from_dict(data["heldout"]), key
+        except Exception as exc:  # a damaged cache entry is rebuilt, not trusted
+            print(f"scene banks: the cached copy {path} is unreadable ({type(exc).__name__}); building them again",
+                  file=sys.stderr)
+    elif progress:
+        print(f"scene banks: none cached for this configuration and code; building them ({path.name})",
+              file=sys.stderr)
     banks = []
     for sc in (cfg.scenes, cfg.heldout):
         if sc.photos:
@@ -79,7 +122,7 @@ def _banks(cfg: AttackConfig, out: Path) -> tuple[SceneBank, SceneBank]:
             banks.append(build_sim_bank(sc))
     with atomic_path(path) as tmp:
         torch.save({"train": banks[0].to_dict(), "heldout": banks[1].to_dict()}, tmp)
-    return banks[0], banks[1]
+    return banks[0], banks[1], key
 
 
 def _load_victim(cfg: AttackConfig):
@@ -159,12 +202,13 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
             raise CheckpointError(f"{out}/config.yaml differs from the config given in {', '.join(differ[:5])}"
                                   f"{' and more' if len(differ) > 5 else ''}; resume with the same config")
     write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    write_json(out / "run.json", manifest("attack", cfg.seed, to_dict(cfg), torch_threads=torch.get_num_threads()))
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
 
     victim = _load_victim(cfg)
-    bank, heldout_bank = _banks(cfg, out)
+    bank, heldout_bank, bank_cache_key = _banks(cfg, progress)
+    write_json(out / "run.json", manifest("attack", cfg.seed, to_dict(cfg), torch_threads=torch.get_num_threads(),
+                                          scene_bank_cache_key=bank_cache_key))
     bank, heldout_bank = bank.to(cfg.device), heldout_bank.to(cfg.device)
     profile_copy = out / "printer_profile.json"
     if resume and profile_copy.is_file():

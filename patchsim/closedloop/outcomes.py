@@ -12,6 +12,8 @@ Names follow the CARLA Leaderboard's infractions and Dirty Road Patch's outcomes
   the planner's threshold (sign in view); ``stop_confirmed_m``: where the planner confirmed it.
 - ``detection_rate_by_band``: share of frames with the sign in view in which it was detected, by
   camera-to-sign distance band (``DISTANCE_BANDS_M``); None for a band without such frames.
+- ``speed_limit_instead_of_stop``: the planner confirmed a speed-limit sign and never a stop sign
+  (the outcome of a stop -> speed limit misclassification).
 - ``lane_departure``: a wheel left the lane, ``|offset| > (lane width - EGO_WIDTH_M) / 2``.
 - ``time_to_departure_s``: from the first frame that shows a patch (the episode start without
   one) to the first departed frame.
@@ -145,6 +147,7 @@ def summarize(records: list[dict[str, Any]], has_stop_line: bool, stop_sign_gove
         out["stop_confirmed_m"] = None if conf is None or conf.get("sign_distance_m") is None else round(
             float(conf["sign_distance_m"]), 2)
         out["speed_limit_confirmed"] = any(r.get("speed_limit_confirmed") for r in perceived)
+        out["speed_limit_instead_of_stop"] = out["speed_limit_confirmed"] and not out["stop_confirmed"]
         out["detection_rate"] = (round(sum(r["stop_score"] >= min_score for r in in_view) / len(in_view), 4)
                                  if in_view else None)
         rates = {}

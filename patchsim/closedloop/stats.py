@@ -7,7 +7,7 @@ from typing import Any
 
 #: Boolean outcomes whose rates are reported (when the scenario has them).
 RATE_OUTCOMES: tuple[str, ...] = ("stopped_before_line", "ran_stop_sign", "stop_confirmed", "speed_limit_confirmed",
-                                  "lane_departure", "collision")
+                                  "speed_limit_instead_of_stop", "lane_departure", "collision")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -122,7 +122,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Any]:
 
 def conditions(spec: SweepSpec, scenario) -> list[dict[str, Any]]:
     """The sweep's conditions: grid combinations crossed with the seeded random draws."""
-    from patchsim.sim.scenario import _resolve
+    from patchsim.sim.scenario import draw_value
 
     keys = list(spec.grid)
     grid = [dict(zip(keys, combo)) for combo in itertools.product(*spec.grid.values())] or [{}]
@@ -133,18 +133,8 @@ def conditions(spec: SweepSpec, scenario) -> list[dict[str, Any]]:
         for _ in range(spec.samples):
             draw = {}
             for key in sorted(spec.random):
-                values = spec.random[key]
-                parent, last, fld = _resolve(scenario, key)
-                current = parent[last] if isinstance(parent, list) else getattr(parent, last)
-                numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-                if numeric and len(values) == 2 and not isinstance(current, bool):
-                    lo, hi = values
-                    if isinstance(current, int) and not isinstance(current, bool):
-                        draw[key] = rng.randint(int(lo), int(hi))
-                    else:
-                        draw[key] = round(rng.uniform(float(lo), float(hi)), 4)
-                else:
-                    draw[key] = values[rng.randrange(len(values))]
+                value = draw_value(scenario, key, spec.random[key], rng)
+                draw[key] = round(value, 4) if isinstance(value, float) else value
             draws.append(draw)
     return [{**g, **d} for g in grid for d in draws]
 

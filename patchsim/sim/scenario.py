@@ -329,26 +329,28 @@ def _plain(sc: Scenario) -> dict[str, Any]:
     return data
 
 
-def randomized(scenario: Scenario, seed: int) -> Scenario:
-    """A copy of ``scenario`` with every ``randomize`` entry drawn from ``seed``.
+def draw_value(scenario: Scenario, key: str, spec: list[Any], rng: random.Random) -> Any:
+    """One draw of a randomization entry: ``[low, high]`` of numbers uniformly (a whole number for
+    an int key), any other list as a set of choices."""
+    parent, last, fld = _resolve(scenario, key)
+    current = parent[last] if isinstance(parent, list) else getattr(parent, last)
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec)
+    if numeric and len(spec) == 2 and not isinstance(current, bool):
+        lo, hi = spec
+        is_int = isinstance(current, int) or (fld is not None and "int" in str(fld.type) and "float" not in str(fld.type))
+        return rng.randint(int(lo), int(hi)) if is_int else rng.uniform(float(lo), float(hi))
+    return spec[rng.randrange(len(spec))]
 
-    ``[low, high]`` of numbers draws uniformly (whole numbers for int keys); any other list is
-    a set of choices. The same seed always gives the same scenario.
+
+def randomized(scenario: Scenario, seed: int) -> Scenario:
+    """A copy of ``scenario`` with every ``randomize`` entry drawn from ``seed`` (:func:`draw_value`).
+
+    The same seed always gives the same scenario.
     """
     rng = random.Random(seed)
     out = copy.deepcopy(scenario)
     for key in sorted(out.randomize):
-        spec = out.randomize[key]
-        parent, last, fld = _resolve(out, key)
-        current = parent[last] if isinstance(parent, list) else getattr(parent, last)
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec)
-        if numeric and len(spec) == 2 and not isinstance(current, bool):
-            lo, hi = spec
-            is_int = isinstance(current, int) or (fld is not None and "int" in str(fld.type) and "float" not in str(fld.type))
-            value: Any = rng.randint(int(lo), int(hi)) if is_int else rng.uniform(float(lo), float(hi))
-        else:
-            value = spec[rng.randrange(len(spec))]
-        _assign(out, key, value)
+        _assign(out, key, draw_value(out, key, out.randomize[key], rng))
     out.seed = seed
     return out
 

@@ -78,19 +78,39 @@ def test_run_directory_is_self_describing(tmp_path):
         assert key in doc["metrics"]
     assert doc["slot"]["size_m"] == [0.75, 0.75] and doc["print_dpi"] == 150.0 and doc["seed"] == 0
     assert doc["mask"]["coverage"] <= 0.25
-    stickers = doc["mask"]["stickers_m"]  # grid cells merged into strips, each with its own size
+    stickers = doc["mask"]["stickers_m"]  # the stickers as cut, each with its own size
+    assert len(doc["mask"]["pieces"]) <= 8 and min(p["short_side_m"] for p in doc["mask"]["pieces"]) >= 0.05
     assert stickers and all(s["w_m"] > 0 and s["h_m"] > 0 for s in stickers)
     face_m2 = result.patch.outline_area_m2
     assert abs(sum(s["w_m"] * s["h_m"] for s in stickers) / face_m2 - doc["mask"]["coverage"]) < 0.01
     for name in ("patch.png", "mask.png", "config.yaml", "run.json", "curves.png", "heldout_params.json",
-                 "failures.json", "scenes.pt"):
+                 "failures.json"):
         assert (out / name).is_file(), name
     assert any((out / "tb").iterdir())
     assert result.patch.coverage() <= 0.25
+    # the scene banks live in the shared cache, keyed by what made them; the run directory stays small
+    run_json = json.loads((out / "run.json").read_text())
+    from patchsim.cache import entry_path
+
+    assert entry_path("scenes", run_json["scene_bank_cache_key"]).is_file()
+    assert sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) < 20e6
     with pytest.raises(CheckpointError, match="already holds a run"):
         run_attack(cfg, out, progress=False)
     with pytest.raises(CheckpointError, match="nothing to resume"):
         run_attack(cfg, tmp_path / "empty", resume=True, progress=False)
+
+
+def test_a_scene_bank_is_reused_only_for_the_same_configuration(tmp_path):
+    from patchsim.attack.optimizer import bank_key
+
+    cfg = _tiny()
+    key = bank_key(cfg)
+    assert bank_key(_tiny()) == key
+    cfg.heldout.frames = 3
+    assert bank_key(cfg) != key  # another held-out bank: built anew, never the stale one
+    cfg = _tiny()
+    cfg.steps = 99
+    assert bank_key(cfg) == key  # optimizer settings do not change the banks
 
 
 def test_bad_attack_configs_fail_clearly(tmp_path):

@@ -32,15 +32,3 @@ def grey_poster(tmp_path_factory) -> Path:
     rgba = np.full((64, 64, 4), 128, np.uint8)
     rgba[..., 3] = 255
     return write_patch_run(tmp_path_factory.mktemp("runs") / "grey", rgba)
-
-
-@pytest.fixture(scope="session")
-def near_stop_scenario(tmp_path_factory) -> Path:
-    """The stop-sign approach starting with the camera 30 m from the sign (shorter episodes)."""
-    data = yaml.safe_load((ROOT / "scenarios" / "stop_sign_approach.yaml").read_text())
-    data["ego"]["start_s_m"] = 48.8
-    data["duration_s"] = 8.0
-    data["distractors"] = {"buildings_per_100m": 1.0, "trees_per_100m": 2.0}
-    path = tmp_path_factory.mktemp("scenarios") / "near_stop.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
