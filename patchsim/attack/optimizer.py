@@ -128,10 +128,20 @@ def _banks(cfg: AttackConfig, progress: bool = False) -> tuple[SceneBank, SceneB
 def _load_victim(cfg: AttackConfig):
     from patchsim.victims.registry import load_victim
 
+    from patchsim.errors import ConfigError
+
     victim = load_victim(cfg.victim, device=cfg.device)
     if cfg.is_steer != hasattr(victim, "road_view"):
         kind = "lane-keeper" if cfg.is_steer else "detector"
-        raise ValueError(f"goal {cfg.goal!r} needs a {kind}, but victim {cfg.victim!r} is not one")
+        raise ConfigError(f"goal {cfg.goal!r} needs a {kind}, but victim {cfg.victim!r} is not one", key="victim")
+    if not cfg.is_steer:
+        for key in ("source_class", "target_class"):
+            name = getattr(cfg, key)
+            if name is not None:
+                try:
+                    victim.class_indices(name)
+                except KeyError as exc:
+                    raise ConfigError(str(exc.args[0]), key=key) from exc
     return victim
 
 
@@ -189,7 +199,6 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
     from tqdm import tqdm
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     if resume and not ckpt_path.is_file():
         raise CheckpointError(f"{ckpt_path}: nothing to resume (no checkpoint)")
@@ -201,11 +210,12 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
         if differ:
             raise CheckpointError(f"{out}/config.yaml differs from the config given in {', '.join(differ[:5])}"
                                   f"{' and more' if len(differ) > 5 else ''}; resume with the same config")
+        ck = _read_checkpoint(ckpt_path, cfg.device)  # before anything in the run directory is rewritten
+    t_start = time.perf_counter()
+    victim = _load_victim(cfg)  # a wrong victim or class name fails here, before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     torch.manual_seed(cfg.seed)
-    t_start = time.perf_counter()
-
-    victim = _load_victim(cfg)
     bank, heldout_bank, bank_cache_key = _banks(cfg, progress)
     write_json(out / "run.json", manifest("attack", cfg.seed, to_dict(cfg), torch_threads=torch.get_num_threads(),
                                           scene_bank_cache_key=bank_cache_key))
@@ -249,7 +259,6 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
              "history": [], "evals": [], "elapsed_s": 0.0, "eval_s": 0.0, "positions": None,
              "pool_sampling": SAMPLING_SCHEME}
     if resume:
-        ck = torch.load(ckpt_path, map_location=cfg.device, weights_only=True)
         patch.colours.data.copy_(ck["colours"])
         patch.mask = ck["mask"].to(patch.mask)  # already clipped to the outline when it was saved
         opt.load_state_dict(ck["optimizer"])
@@ -375,6 +384,19 @@ def closed_loop_check(cfg: AttackConfig, out: Path, progress: bool = False) -> d
             if v.get(k) is not None:
                 brief[name][k] = v[k]
     return {"scenario": cfg.heldout.scenario, "seeds": cfg.closed_loop_seeds, **brief}
+
+
+def _read_checkpoint(path: Path, device: str) -> dict:
+    """A run checkpoint, or a CheckpointError naming the file when it is truncated or not one."""
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch reports a damaged zip or pickle with several exception types
+        raise CheckpointError(f"{path}: not a readable patchsim checkpoint (truncated or damaged: "
+                              f"{type(exc).__name__}); start the run again with a new --out") from exc
+    missing = [k for k in ("colours", "mask", "optimizer", "state") if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise CheckpointError(f"{path}: not a patchsim attack checkpoint (missing {', '.join(missing)})")
+    return ck
 
 
 def _differing_keys(a, b, path: str = "") -> list[str]:

@@ -164,3 +164,26 @@ def test_steering_attack_keeps_the_patch_that_steers_most(tmp_path):
         assert (e["heldout_success_rate"], e["steer_change_to_side_deg"]) <= (
             kept["heldout_success_rate"], kept["steer_change_to_side_deg"] + 0.001)
     assert "mean_steer_change_deg" in result.metrics
+
+
+def test_unknown_class_and_damaged_checkpoint_fail_before_anything_is_written(tmp_path):
+    cfg = _tiny()
+    cfg.source_class = "giraffe"
+    with pytest.raises(ConfigError, match="key 'source_class'.*giraffe.*it has: stop_sign"):
+        run_attack(cfg, tmp_path / "giraffe", progress=False)
+    assert not (tmp_path / "giraffe").exists()
+
+    cfg = _tiny()
+    cfg.steps = 2
+    run = tmp_path / "run"
+    run_attack(cfg, run, progress=False)
+    data = (run / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(CheckpointError, match=r"checkpoint.pt: not a readable patchsim checkpoint"):
+        run_attack(cfg, run, resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+    cfg.lr = 0.05
+    with pytest.raises(CheckpointError, match="differs from the config given in lr"):
+        run_attack(cfg, run, resume=True, progress=False)
