@@ -14,7 +14,16 @@ from typing import Any
 
 import torch
 
+from patchsim.config import FieldError, param
 from patchsim.eot import ops
+
+
+def ordered(obj: Any, *names: str) -> None:
+    """Each named [low, high] pair must have low <= high (a FieldError naming the key)."""
+    for name in names:
+        lo, hi = getattr(obj, name)
+        if lo > hi:
+            raise FieldError(name, f"[{lo}, {hi}]: low is above high")
 
 
 def _uniform(gen: torch.Generator, b: int, lo_hi: tuple[float, float]) -> torch.Tensor:
@@ -35,10 +44,13 @@ class Placement:
     Applied by the pipeline (it sets the homography), not to pixels.
     """
 
-    scale: tuple[float, float] = (0.97, 1.03)
-    rotation_deg: float = 2.0
-    tilt: float = 0.02
-    corner_noise: float = 0.006  # std, as a share of the quad's diagonal
+    scale: tuple[float, float] = param((0.97, 1.03), range=(0.5, 2.0), help="patch size relative to the slot [low, high]")
+    rotation_deg: float = param(2.0, unit="deg", range=(0.0, 90.0), help="in-plane rotation, up to +- this")
+    tilt: float = param(0.02, range=(0.0, 0.5), help="out-of-plane tilt (keystone), up to +- this share")
+    corner_noise: float = param(0.006, range=(0.0, 0.2), help="std of corner jitter, as a share of the quad's diagonal")
+
+    def __post_init__(self) -> None:
+        ordered(self, "scale")
 
     def sample(self, b: int, gen: torch.Generator, corners: torch.Tensor) -> dict[str, torch.Tensor]:
         centre = corners.mean(1, keepdim=True)
@@ -59,8 +71,8 @@ class Placement:
 class PrinterError:
     """Print-to-print colour error on top of the printer profile: per-channel gain and offset."""
 
-    gain_std: float = 0.04
-    offset_std: float = 0.02
+    gain_std: float = param(0.04, range=(0.0, 1.0), help="std of the per-channel gain around 1")
+    offset_std: float = param(0.02, range=(0.0, 1.0), help="std of the per-channel offset")
 
     def sample(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         return {"gain": 1 + torch.randn(b, 3, generator=gen) * self.gain_std,
@@ -75,8 +87,8 @@ class PrinterError:
 class Occlusion:
     """A flat-coloured occluder (leaf, dirt, a pole) over part of the slot, with probability ``p``."""
 
-    p: float = 0.2
-    max_area: float = 0.12  # share of the slot
+    p: float = param(0.2, range=(0.0, 1.0), help="probability of an occluder")
+    max_area: float = param(0.12, range=(0.0, 1.0), help="largest occluded share of the slot")
 
     def sample(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         area = _uniform(gen, b, (0.02, self.max_area))
@@ -105,10 +117,13 @@ class Occlusion:
 class Lighting:
     """Exposure (brightness gain), contrast, gamma and colour temperature of the whole frame."""
 
-    brightness: tuple[float, float] = (0.7, 1.3)
-    contrast: tuple[float, float] = (0.8, 1.2)
-    gamma: tuple[float, float] = (0.8, 1.25)
-    temperature: tuple[float, float] = (-1.0, 1.0)
+    brightness: tuple[float, float] = param((0.7, 1.3), range=(0.01, 10.0), help="exposure gain [low, high]")
+    contrast: tuple[float, float] = param((0.8, 1.2), range=(0.01, 10.0), help="contrast around the mean [low, high]")
+    gamma: tuple[float, float] = param((0.8, 1.25), range=(0.1, 10.0), help="gamma [low, high], drawn log-uniformly")
+    temperature: tuple[float, float] = param((-1.0, 1.0), range=(-5.0, 5.0), help="white balance shift [low, high]")
+
+    def __post_init__(self) -> None:
+        ordered(self, "brightness", "contrast", "gamma", "temperature")
 
     def sample(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         return {"brightness": _uniform(gen, b, self.brightness), "contrast": _uniform(gen, b, self.contrast),
@@ -150,8 +165,12 @@ class Lighting:
 class Haze:
     """Atmospheric haze with probability ``p``: ``x t + A (1 - t)``, t from visibility and the slot's distance."""
 
-    p: float = 0.25
-    visibility_m: tuple[float, float] = (120.0, 1500.0)
+    p: float = param(0.25, range=(0.0, 1.0), help="probability of haze")
+    visibility_m: tuple[float, float] = param((120.0, 1500.0), unit="m", range=(1.0, 1e6),
+                                              help="meteorological visibility [low, high], drawn log-uniformly")
+
+    def __post_init__(self) -> None:
+        ordered(self, "visibility_m")
 
     def sample(self, b: int, gen: torch.Generator, distance_m: torch.Tensor) -> dict[str, torch.Tensor]:
         vis = torch.exp(_uniform(gen, b, (math.log(self.visibility_m[0]), math.log(self.visibility_m[1]))))
@@ -174,9 +193,12 @@ class Haze:
 class Blur:
     """Defocus (Gaussian sigma, px) and, with probability ``motion_p``, linear motion blur."""
 
-    sigma_px: tuple[float, float] = (0.0, 1.2)
-    motion_p: float = 0.3
-    motion_px: tuple[float, float] = (1.0, 5.0)
+    sigma_px: tuple[float, float] = param((0.0, 1.2), unit="px", range=(0.0, 20.0), help="defocus sigma [low, high]")
+    motion_p: float = param(0.3, range=(0.0, 1.0), help="probability of motion blur")
+    motion_px: tuple[float, float] = param((1.0, 5.0), unit="px", range=(1.0, 50.0), help="motion blur length [low, high]")
+
+    def __post_init__(self) -> None:
+        ordered(self, "sigma_px", "motion_px")
 
     def sample(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         on = _bernoulli(gen, b, self.motion_p)
@@ -218,7 +240,10 @@ class SensorNoise:
     rest of the camera model). Uniform rather than Gaussian: read noise summed with quantization is
     no more Gaussian than this. Frames over 896 px a side see the tile repeat."""
 
-    std: tuple[float, float] = (0.0, 0.03)
+    std: tuple[float, float] = param((0.0, 0.03), range=(0.0, 0.5), help="noise std in [0, 1] units [low, high]")
+
+    def __post_init__(self) -> None:
+        ordered(self, "std")
 
     def sample(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         return {"std": _uniform(gen, b, self.std), "tile": torch.randint(0, 2, (b,), generator=gen),
@@ -263,8 +288,11 @@ class SensorNoise:
 class Compression:
     """JPEG-like compression with probability ``p`` at a quality in ``quality``."""
 
-    p: float = 0.5
-    quality: tuple[float, float] = (40.0, 95.0)
+    p: float = param(0.5, range=(0.0, 1.0), help="probability of compression")
+    quality: tuple[float, float] = param((40.0, 95.0), range=(1.0, 100.0), help="JPEG quality [low, high]")
+
+    def __post_init__(self) -> None:
+        ordered(self, "quality")
 
     def sample(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         return {"on": _bernoulli(gen, b, self.p), "quality": _uniform(gen, b, self.quality)}

@@ -187,3 +187,13 @@ def test_unknown_class_and_damaged_checkpoint_fail_before_anything_is_written(tm
     cfg.lr = 0.05
     with pytest.raises(CheckpointError, match="differs from the config given in lr"):
         run_attack(cfg, run, resume=True, progress=False)
+
+
+def test_eot_settings_are_checked_with_file_key_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\neot:\n  lighting:\n    brightness: [1.3, 0.7]\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:4: key 'eot.lighting.brightness': \[1.3, 0.7\]: low is above high"):
+        load_attack_config(bad)
+    bad.write_text("name: x\neot:\n  blur:\n    motion_p: 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:4: key 'eot.blur.motion_p': 2.0 is out of range"):
+        load_attack_config(bad)
