@@ -61,6 +61,8 @@ class AttackConfig:
                                         "patched (the episode engine) and report the outcomes in patch.json")
     loss_space: str = param("logit", help="detector losses on hinged logits (logit) or on probabilities (prob)")
     conf_threshold: float = param(0.25, range=(0.0, 1.0), help="detection score threshold for success tests")
+    score_floor: float = param(0.05, range=(1e-4, 0.5),
+                               help="a hidden class's score needs no push below this (logit loss space)")
     seed: int = param(0, range=(0, 2**31 - 1), help="fixes every sample and initialization")
     device: str = param("cpu", help="cpu, cuda or cuda:N")
     amp: bool = param(True, help="float16 autocast for the victim on CUDA")

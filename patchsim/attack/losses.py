@@ -53,8 +53,8 @@ def _logit(p: torch.Tensor | float) -> torch.Tensor:
     return torch.log(p) - torch.log1p(-p)
 
 
-def _down(p: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.softplus(_logit(p) - _logit(SCORE_FLOOR).to(p))
+def _down(p: torch.Tensor, floor: float = SCORE_FLOOR) -> torch.Tensor:
+    return torch.nn.functional.softplus(_logit(p) - _logit(floor).to(p))
 
 
 def _up(p: torch.Tensor) -> torch.Tensor:
@@ -62,12 +62,14 @@ def _up(p: torch.Tensor) -> torch.Tensor:
 
 
 def detector_loss(det: YoloDetector, raw: RawDetections, target_boxes: torch.Tensor, goal: str, source_class: str,
-                  target_class: str | None = None, space: str = "logit") -> torch.Tensor:
+                  target_class: str | None = None, space: str = "logit", floor: float = SCORE_FLOOR) -> torch.Tensor:
     """(B,) loss per sample; lower is a more successful attack.
 
     Args:
         raw: dense outputs, boxes (B, N, 4). target_boxes: (B, 4) the attacked object's box.
         space: ``logit`` (hinged logits, default) or ``prob`` (raw probabilities).
+        floor: a hidden class's score needs no push below this (logit space); lower keeps a margin
+            for conditions the optimization did not sample.
     """
     if space not in SPACES:
         raise ValueError(f"unknown loss space {space!r}; use one of {', '.join(SPACES)}")
@@ -75,7 +77,7 @@ def detector_loss(det: YoloDetector, raw: RawDetections, target_boxes: torch.Ten
         raise ValueError(f"unknown detector goal {goal!r}")
     if goal != "vanish" and target_class is None:
         raise ValueError(f"goal {goal!r} needs a target class")
-    down, up = (_down, _up) if space == "logit" else (lambda p: p, lambda p: -p)
+    down, up = ((lambda p: _down(p, floor)), _up) if space == "logit" else (lambda p: p, lambda p: -p)
     near = near_candidates(raw.boxes_xyxy.detach(), target_boxes)
     loss = torch.zeros(raw.scores.shape[0], dtype=raw.scores.dtype, device=raw.scores.device)
     if goal in ("vanish", "misclassify"):

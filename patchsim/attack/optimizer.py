@@ -170,7 +170,7 @@ class Objective:
             else:
                 raw = self.victim(batch.images)
                 per = detector_loss(self.victim, raw, batch.boxes, cfg.goal, cfg.source_class, cfg.target_class,
-                                    cfg.loss_space)
+                                    cfg.loss_space, cfg.score_floor)
         attack = per.float().mean()
         tv = total_variation(img, patch.mask)
         nps = non_printability(seen, self.palette, patch.mask)
