@@ -61,6 +61,8 @@ class AttackConfig:
                                         "patched (the episode engine) and report the outcomes in patch.json")
     loss_space: str = param("logit", help="detector losses on hinged logits (logit) or on probabilities (prob)")
     conf_threshold: float = param(0.25, range=(0.0, 1.0), help="detection score threshold for success tests")
+    select_by_margin: bool = param(False, help="detector goals: among patches with the same held-out success rate, "
+                                               "keep the one whose scores are furthest past the goal")
     score_floor: float = param(0.05, range=(1e-4, 0.5),
                                help="a hidden class's score needs no push below this (logit loss space)")
     seed: int = param(0, range=(0, 2**31 - 1), help="fixes every sample and initialization")

@@ -32,6 +32,7 @@ class HeldoutResult:
     clean_steer_deg: np.ndarray | None = None
     adv_steer_deg: np.ndarray | None = None
     steer_sign: float = 1.0  # +1 when the goal is to steer left, -1 right
+    margin: float | None = None  # detector goals, when asked: how far the scores are past the goal (higher is better)
 
     @property
     def success_rate(self) -> float:
@@ -41,9 +42,9 @@ class HeldoutResult:
     def selection_score(self) -> tuple[float, float]:
         """(success rate, tie-break) to rank patches, higher is better. Steering: the tie-break is the mean
         change towards the chosen side in degrees, which keeps growing after every sample has passed the
-        success margin; detector goals have none (0)."""
+        success margin; detector goals: the score margin when it was measured (``margin``), else 0."""
         if self.clean_steer_deg is None or not len(self.success):
-            return self.success_rate, 0.0
+            return self.success_rate, self.margin or 0.0
         return self.success_rate, float(self.steer_sign * (self.adv_steer_deg - self.clean_steer_deg).mean())
 
     def summary(self) -> dict:
@@ -66,14 +67,18 @@ class HeldoutResult:
 def evaluate_heldout(victim, eot: EOT, bank: SceneBank, params: dict, colours: torch.Tensor, mask: torch.Tensor,
                      goal: str, source_class: str = "stop_sign", target_class: str | None = None,
                      steer_direction: str = "left", conf: float = 0.25, batch: int = 16,
-                     device: str | torch.device = "cpu", clean_cache: dict | None = None) -> HeldoutResult:
+                     device: str | torch.device = "cpu", clean_cache: dict | None = None,
+                     margin: bool = False) -> HeldoutResult:
     """Render every sample of ``params`` with and without the patch and test the goal.
 
     ``clean_cache`` (a dict) keeps the clean outcomes between calls; give each params set its own.
+    ``margin`` (detector goals): also measure how far past the goal the scores are, the mean over
+    samples of minus the source class's best logit near the object (vanish, misclassify) plus the
+    target's (misclassify, appear); it keeps growing after every sample has passed the threshold.
     """
     n = int(params["scene"].shape[0])
     clean_key = "clean"
-    clean_list, adv_list, tgt_list = [], [], []
+    clean_list, adv_list, tgt_list, margin_list = [], [], [], []
     for i in range(0, n, batch):
         sub = select(params, list(range(i, min(i + batch, n))))
         adv = eot.render(colours, mask, sub, bank, device=device)
@@ -84,7 +89,10 @@ def evaluate_heldout(victim, eot: EOT, bank: SceneBank, params: dict, colours: t
                 clean_list.append(victim(clean.images).float().cpu() * STEER_DEG_PER_UNIT)
             continue
         src_idx = victim.class_indices(source_class)
-        dets = victim.predict(adv.images, conf=conf)
+        raw = victim(adv.images)
+        dets = victim.predict(adv.images, conf=conf, raw=raw)
+        if margin:
+            margin_list.append(_score_margin(victim, raw, adv.boxes, goal, source_class, target_class))
         adv_list.append(detected(dets, adv.boxes, src_idx, conf))
         if target_class:
             tgt_list.append(detected(dets, adv.boxes, victim.class_indices(target_class), conf))
@@ -114,4 +122,19 @@ def evaluate_heldout(victim, eot: EOT, bank: SceneBank, params: dict, colours: t
     if goal in ("vanish", "misclassify"):
         # a sign the detector misses even without the patch is no success of the patch
         success = success[clean_vals]
-    return HeldoutResult(success=success, clean_hit=clean_vals, adv_hit=adv_vals, adv_target=tgt)
+    return HeldoutResult(success=success, clean_hit=clean_vals, adv_hit=adv_vals, adv_target=tgt,
+                         margin=float(torch.cat(margin_list).mean()) if margin_list else None)
+
+
+def _score_margin(victim, raw, boxes: torch.Tensor, goal: str, source_class: str,
+                  target_class: str | None) -> torch.Tensor:
+    """(B,) minus the source class's best logit near the object, plus the target's (see evaluate_heldout)."""
+    from patchsim.attack.losses import _logit, near_candidates
+
+    near = near_candidates(raw.boxes_xyxy, boxes)
+    out = torch.zeros(raw.scores.shape[0])
+    if goal in ("vanish", "misclassify"):
+        out -= _logit((victim.class_score(raw, source_class) * near).amax(-1)).float().cpu()
+    if goal in ("misclassify", "appear") and target_class:
+        out += _logit((victim.class_score(raw, target_class) * near).amax(-1)).float().cpu()
+    return out

@@ -249,10 +249,10 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
                                              "report": params_to_json(heldout)})
     clean_cache: dict = {}
 
-    def heldout_eval(colours: torch.Tensor, params: dict, cache: dict):
+    def heldout_eval(colours: torch.Tensor, params: dict, cache: dict, margin: bool = False):
         return evaluate_heldout(victim, eot, heldout_bank, params, colours, patch.mask, cfg.goal, cfg.source_class,
                                 cfg.target_class, cfg.steer_direction, cfg.conf_threshold, device=cfg.device,
-                                clean_cache=cache)
+                                clean_cache=cache, margin=margin)
 
     opt = torch.optim.Adam([patch.colours], lr=cfg.lr)
     state = {"step": 0, "best_score": -1.0, "best_tiebreak": -math.inf, "best_step": -1, "best_colours": None,
@@ -311,15 +311,19 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
                 writer.add_scalar(f"train/{k}", v, step + 1)
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             t_eval = time.perf_counter()
-            res = heldout_eval(patch.image().detach(), select_params, clean_cache)
+            res = heldout_eval(patch.image().detach(), select_params, clean_cache,
+                               margin=cfg.select_by_margin and not cfg.is_steer)
             state["eval_s"] += time.perf_counter() - t_eval
             score, tie = res.selection_score
             optimize_s = elapsed0 + time.perf_counter() - t_loop - state["eval_s"]
             entry = {"step": step + 1, "heldout_success_rate": round(score, 4), "optimize_s": round(optimize_s, 2)}
             if cfg.is_steer:
                 entry["steer_change_to_side_deg"] = round(tie, 3)  # mean, signed towards steer_direction
+            elif cfg.select_by_margin:
+                entry["score_margin"] = round(tie, 3)  # mean logit distance past the goal
             state["evals"].append(entry)
-            # the success rate first; a steering patch with the same rate wins by its mean change
+            # the success rate first; a steering patch with the same rate wins by its mean change, a detector
+            # patch (select_by_margin) by how far its scores are past the goal
             if (score, tie) > (state["best_score"], state["best_tiebreak"]):
                 state["best_score"], state["best_tiebreak"], state["best_step"] = score, tie, step + 1
                 state["best_colours"] = patch.image().detach().clone()

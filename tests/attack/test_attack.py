@@ -197,3 +197,14 @@ def test_eot_settings_are_checked_with_file_key_and_line(tmp_path):
     bad.write_text("name: x\neot:\n  blur:\n    motion_p: 2\n")
     with pytest.raises(ConfigError, match=r"bad.yaml:4: key 'eot.blur.motion_p': 2.0 is out of range"):
         load_attack_config(bad)
+
+
+def test_select_by_margin_keeps_the_patch_furthest_past_the_goal(tmp_path):
+    cfg = _tiny()
+    cfg.steps, cfg.eval_every, cfg.select_by_margin = 6, 2, True
+    run_attack(cfg, tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["state"]
+    evals = state["evals"]
+    assert all("score_margin" in e for e in evals)
+    best = max(evals, key=lambda e: (e["heldout_success_rate"], e["score_margin"]))
+    assert state["best_step"] == best["step"]
