@@ -64,6 +64,9 @@ def _run(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except (PatchsimError, FileNotFoundError, KeyError, ValueError) as exc:
         _fail(exc)
+    except OSError as exc:  # an output that cannot be written: name the path, no traceback
+        where = exc.filename if exc.filename is not None else ""
+        _fail(PatchsimError(f"cannot write {where}: {exc.strerror or exc}" if where else f"{exc}"))
 
 
 def with_cli_overrides(cfg, overrides: dict):

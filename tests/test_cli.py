@@ -70,3 +70,11 @@ def test_cache_command_shows_and_clears_the_shared_cache(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["cache", "--clear"])
     assert r.exit_code == 0 and "cleared 2.0 MB" in r.output
     assert not (tmp_path / "cache" / "scenes").exists()
+
+
+def test_print_into_a_path_that_cannot_be_a_folder_is_a_clear_error(tmp_path):
+    run = write_run(tmp_path / "run", (0.75, 0.75), 40.0)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(app, ["print", str(run), "--out", str(blocker / "poster.pdf")])
+    assert result.exit_code == 2 and "file.txt" in result.output and "Traceback" not in result.output
