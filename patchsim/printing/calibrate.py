@@ -159,9 +159,10 @@ def rectify(photo: np.ndarray, layout: ChartLayout, photo_path: Path,
     found = find_markers(photo)
     missing = [i for i in MARKER_IDS if i not in found]
     if missing:
-        have = f"found marker(s) {sorted(found)}" if found else "found no chart markers"
-        raise CalibrationError(f"{photo_path}: {have} but not {missing}; the photo must show all four corner "
-                               "markers of the colour chart (ArUco DICT_4X4_50, ids 0-3), flat and unobstructed")
+        have = (f"found chart marker(s) {sorted(found)} but not {missing}" if found
+                else "found none of the chart's corner markers")
+        raise CalibrationError(f"{photo_path}: {have}; the photo must show all four corner markers of the "
+                               "colour chart (ArUco DICT_4X4_50, ids 0-3), flat and unobstructed")
     src = np.concatenate([found[i] for i in MARKER_IDS])
     dst = np.concatenate([layout.marker_corners_mm(i) for i in MARKER_IDS])
     h_mm, _ = cv2.findHomography(src, dst, 0)

@@ -304,8 +304,8 @@ def load_detector(spec: str | Path, device: str | torch.device = "cpu", imgsz: i
             msg = str(exc)
             if "outside the supported" in msg:
                 raise CheckpointError(f"{path}: the checkpoint references code outside Ultralytics' model classes; "
-                                      "load it with trust_checkpoint=True (--trust-checkpoint) only if you trust its "
-                                      "source") from exc
+                                      "load it in Python with load_detector(path, trust_checkpoint=True) only if "
+                                      "you trust its source") from exc
             raise CheckpointError(f"{path}: not a loadable checkpoint (empty, truncated or not a model)") from exc
         except Exception as exc:  # pickle errors, zip errors, missing modules
             raise CheckpointError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from exc

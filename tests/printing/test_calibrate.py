@@ -114,7 +114,7 @@ def test_tone_curves_used_when_they_help():
 def test_photo_without_markers(tmp_path, chart_page):
     photo = synthetic_photo(chart_page)
     blank = save_photo(tmp_path / "blank.jpg", np.full_like(photo, 128))
-    with pytest.raises(CalibrationError, match=r"blank\.jpg: found no chart markers"):
+    with pytest.raises(CalibrationError, match=r"blank\.jpg: found none of the chart's corner markers"):
         calibrate(blank, "x", out_dir=tmp_path / "profiles")
     from patchsim.printing.calibrate import find_markers
 
@@ -124,7 +124,7 @@ def test_photo_without_markers(tmp_path, chart_page):
         x1, y1 = corners[marker_id].max(0).astype(int) + 8
         photo[y0:y1, x0:x1] = (170, 120, 100)
     covered = save_photo(tmp_path / "covered.jpg", photo)
-    with pytest.raises(CalibrationError, match=r"found marker\(s\) \[1, 3\] but not \[0, 2\]"):
+    with pytest.raises(CalibrationError, match=r"found chart marker\(s\) \[1, 3\] but not \[0, 2\]"):
         calibrate(covered, "x", out_dir=tmp_path / "profiles")
     assert not (tmp_path / "profiles").exists()
 
