@@ -54,6 +54,30 @@ def frame_tensor(frame: Frame, device: torch.device | str = "cpu") -> torch.Tens
     return image_tensor(frame.image, device)
 
 
+def best_of(d, class_idx: torch.Tensor) -> tuple[float, int | None]:
+    """Score and row of the best detection of any of ``class_idx`` in ``d`` (CPU
+    :class:`~patchsim.victims.detector.Detections`), or (0.0, None) when there is none."""
+    mine = torch.isin(d.classes, class_idx)
+    if not bool(mine.any()):
+        return 0.0, None
+    row = int(torch.where(mine, d.scores, torch.full_like(d.scores, -1.0)).argmax())
+    return float(d.scores[row]), row
+
+
+def detection_rows(d, names: dict[int, str]) -> list[list]:
+    """``[[class name, score, x1, y1, x2, y2], ...]`` of CPU detections, rounded for the records."""
+    return [[names[int(c)], round(float(s), 4), *[round(float(v), 1) for v in b]]
+            for b, s, c in zip(d.boxes_xyxy.tolist(), d.scores.tolist(), d.classes.tolist())]
+
+
+def detect(detector, image: torch.Tensor, min_score: float):
+    """The detector's decoded detections of one (1, 3, H, W) image with score >= ``min_score``, on the CPU."""
+    from patchsim.victims.detector import Detections
+
+    d = detector.predict(image, conf=min_score)[0]
+    return Detections(d.boxes_xyxy.cpu(), d.scores.cpu(), d.classes.cpu())
+
+
 class GroundTruthDriver:
     """The expert on ground truth.
 
@@ -158,24 +182,17 @@ class PlannerDriver:
 
     def perceive(self, frame: Frame) -> dict[str, Any]:
         """Run the detector on the frame and update the confirmations; returns the state to record."""
-        d = self.detector.predict(frame_tensor(frame, self.detector.device), conf=self.cfg.record_min_score)[0]
-        scores, classes = d.scores.cpu(), d.classes.cpu()
-        is_stop = torch.isin(classes, self._stop_idx)
-        stop_score = float(scores[is_stop].max()) if bool(is_stop.any()) else 0.0
-        limit_score = 0.0
-        if self._limit_idx is not None:
-            is_limit = torch.isin(classes, self._limit_idx)
-            limit_score = float(scores[is_limit].max()) if bool(is_limit.any()) else 0.0
+        d = detect(self.detector, frame_tensor(frame, self.detector.device), self.cfg.record_min_score)
+        stop_score, _ = best_of(d, self._stop_idx)
+        limit_score = best_of(d, self._limit_idx)[0] if self._limit_idx is not None else 0.0
         self.stop.update(stop_score >= self.cfg.min_score)
         self.limit.update(limit_score >= self.cfg.min_score)
-        names = self.detector.names
         self._state = {
             "stop_score": round(stop_score, 4),
             "speed_limit_score": round(limit_score, 4),
             "stop_confirmed": self.stop.confirmed,
             "speed_limit_confirmed": self.limit.confirmed,
-            "detections": [[names[int(c)], round(float(s), 4), *[round(float(v), 1) for v in b]]
-                           for b, s, c in zip(d.boxes_xyxy.cpu().tolist(), scores.tolist(), classes.tolist())],
+            "detections": detection_rows(d, self.detector.names),
         }
         return self._state
 

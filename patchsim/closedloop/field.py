@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from patchsim.closedloop.drivers import PlannerConfig, _Confirmer, image_tensor
+from patchsim.closedloop.drivers import PlannerConfig, _Confirmer, best_of, detect, detection_rows, image_tensor
 from patchsim.errors import ConfigError
 from patchsim.runs import manifest, write_json
 
@@ -72,7 +72,7 @@ def field_test(source: str | Path, out_dir: str | Path, victim: str = "detector:
     import torch
 
     from patchsim.closedloop.recorders import VideoWriter, annotate
-    from patchsim.closedloop.report import _savefig
+    from patchsim.closedloop.report import save_figure
     from patchsim.victims.registry import load_victim
 
     cfg = planner or PlannerConfig()
@@ -89,20 +89,17 @@ def field_test(source: str | Path, out_dir: str | Path, victim: str = "detector:
     ok = False
     try:
         for i, image in enumerate(frames):
-            d = det.predict(image_tensor(image, det.device), conf=cfg.record_min_score)[0]
-            scores, classes, boxes = d.scores.cpu(), d.classes.cpu(), d.boxes_xyxy.cpu()
-            mine = torch.isin(classes, idx)
-            score = float(scores[mine].max()) if bool(mine.any()) else 0.0
-            height = float((boxes[mine][:, 3] - boxes[mine][:, 1])[scores[mine].argmax()]) if bool(mine.any()) else None
+            d = detect(det, image_tensor(image, det.device), cfg.record_min_score)
+            score, row = best_of(d, idx)
+            height = None if row is None else float(d.boxes_xyxy[row, 3] - d.boxes_xyxy[row, 1])
             confirm.update(score >= cfg.min_score)
             rec = {"i": i, "t_s": round(i / rate, 4), "stop_score": round(score, 4), "sign_height_px": height,
                    "stop_confirmed": confirm.confirmed, "speed_mps": 0.0, "lateral_offset_m": 0.0,
-                   "detections": [[det.names[int(c)], round(float(s), 4), *[round(float(v), 1) for v in b]]
-                                  for b, s, c in zip(boxes.tolist(), scores.tolist(), classes.tolist())]}
+                   "detections": detection_rows(d, det.names)}
             records.append(rec)
             if writer is None:
                 writer = VideoWriter(out / "video.mp4", rate)
-            writer.append(annotate(image, {**rec, "t_s": rec["t_s"]}))
+            writer.append(annotate(image, rec))
         ok = True
     finally:
         if writer is not None:
@@ -116,7 +113,7 @@ def field_test(source: str | Path, out_dir: str | Path, victim: str = "detector:
     ax.set_xlabel("time (s)")
     ax.set_ylabel(f"{sign_class} score")
     ax.set_ylim(-0.02, 1.02)
-    _savefig(fig, out / "detection_over_time.png")
+    save_figure(fig, out / "detection_over_time.png")
     doc = {"source": str(source), "victim": victim, "sign_class": sign_class, "fps": rate,
            "planner": {"confirm_k": cfg.confirm_k, "confirm_n": cfg.confirm_n, "min_score": cfg.min_score},
            "summary": summary, "frames": records}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,12 +141,9 @@ class EpisodeWorker:
         recorders = []
         if job.video:
             recorders.append(VideoRecorder(job.video, fps=1.0 / scenario.dt_s))
-        t0 = time.perf_counter()
         ep = run_episode(self._simulator(), scenario, job.seed, driver, patches, recorders,
                          min_score=planner_cfg.min_score)
-        out = {"job_id": job.job_id, "job": job.identity(), **ep.to_json(frames=frames)}
-        out["wall_s"] = round(time.perf_counter() - t0, 3)
-        return out
+        return {"job_id": job.job_id, "job": job.identity(), **ep.to_json(frames=frames)}
 
     def close(self) -> None:
         if self._sim is not None:

@@ -10,12 +10,11 @@ from typing import Any
 from patchsim.closedloop.stats import RATE_OUTCOMES, episode_row, summarize_variant
 from patchsim.runs import atomic_path, write_text
 
-#: The outcome a variant is judged by, per kind of scenario.
-HEADLINE = {"stop": "stopped_before_line", "lane": "lane_departure"}
-
-
-def _kind(outcomes: list[dict[str, Any]]) -> str:
-    return "stop" if outcomes and outcomes[0].get("stopped_before_line") is not None else "lane"
+def headline_outcome(outcomes: list[dict[str, Any]]) -> str:
+    """The outcome a variant is judged by: ``stopped_before_line`` where the road has a stop line,
+    else ``lane_departure``."""
+    return "stopped_before_line" if outcomes and outcomes[0].get("stopped_before_line") is not None \
+        else "lane_departure"
 
 
 def by_variant(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -26,7 +25,7 @@ def by_variant(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {v: summarize_variant(outs) for v, outs in groups.items()}
 
 
-def _savefig(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     with atomic_path(path) as tmp:
@@ -68,7 +67,7 @@ def plot_runs(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=8)
         ax.set_title("Detection confidence during the approach")
-        paths.append(_savefig(fig, out_dir / "detection_vs_distance.png"))
+        paths.append(save_figure(fig, out_dir / "detection_vs_distance.png"))
     fig, ax = plt.subplots(figsize=(7, 3.6))
     seen = set()
     for r in results:
@@ -87,7 +86,7 @@ def plot_runs(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     ax.set_ylabel("lateral offset (m, + left)")
     ax.legend(fontsize=8)
     ax.set_title("Lateral offset from the lane centre (dashed: a wheel leaves the lane)")
-    paths.append(_savefig(fig, out_dir / "lateral_offset_vs_time.png"))
+    paths.append(save_figure(fig, out_dir / "lateral_offset_vs_time.png"))
     return paths
 
 
@@ -139,7 +138,7 @@ def heatmaps(rows: list[dict[str, Any]], keys: list[str], outcome: str, out_dir:
         ax.set_ylabel(ky)
         ax.set_title(f"{variant}: {outcome}", fontsize=9)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
-    return [_savefig(fig, out_dir / f"heatmap_{outcome}.png")]
+    return [save_figure(fig, out_dir / f"heatmap_{outcome}.png")]
 
 
 def write_parquet(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -203,8 +202,7 @@ def write_sweep_outputs(out: Path, spec, results: list[dict[str, Any]], report: 
     rows = [episode_row(r, keys) for r in results]
     write_parquet(rows, out / "episodes.parquet")
     variants = by_variant(results)
-    kind = _kind([r["outcome"] for r in results])
-    headline = HEADLINE[kind]
+    headline = headline_outcome([r["outcome"] for r in results])
     summary = {"name": spec.name, "scenario": spec.scenario, "episodes": len(results), "headline": headline,
                "conditions": len({r["job"]["condition"] for r in results}), "varied_keys": keys,
                "variants": variants}

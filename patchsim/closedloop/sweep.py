@@ -27,6 +27,7 @@ rates over two swept keys, and ``report.html``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import time
@@ -176,19 +177,14 @@ def sweep_jobs(spec: SweepSpec, scenario, out_dir: Path, sim: str = "embedded") 
 
 
 def _progress_line(results: list[dict[str, Any]]) -> str:
-    """Running outcome rates per variant, for the progress bar."""
+    """Running rate of the headline outcome per variant, for the progress bar."""
+    from patchsim.closedloop.report import headline_outcome
+
     by: dict[str, list[dict]] = {}
     for r in results:
         by.setdefault(r["job"]["variant"], []).append(r["outcome"])
-    parts = []
-    for variant, outs in by.items():
-        if outs and outs[0].get("stopped_before_line") is not None:
-            k = sum(bool(o["stopped_before_line"]) for o in outs)
-            parts.append(f"{variant}: stopped {k}/{len(outs)}")
-        else:
-            k = sum(bool(o["lane_departure"]) for o in outs)
-            parts.append(f"{variant}: departed {k}/{len(outs)}")
-    return ", ".join(parts)
+    key = headline_outcome([r["outcome"] for r in results])
+    return ", ".join(f"{variant}: {key} {sum(bool(o[key]) for o in outs)}/{len(outs)}" for variant, outs in by.items())
 
 
 def run_sweep(sweep_file: str | Path, out_dir: str | Path, workers: int = 1, executor: str = "local",
@@ -233,8 +229,8 @@ def execute_spec(spec: SweepSpec, scenario, out: Path, command: str, workers: in
     sim = sim or SimSpec()
     specs: SimSpec | list[SimSpec] = sim
     if sim.backend == "carla" and spec.carla_servers:
-        specs = [SimSpec("carla", s.host, s.port, sim.carla_town, sim.carla_timeout_s, sim.carla_load_timeout_s,
-                         s.tm_port, sim.carla_spawn_index) for s in spec.carla_servers]
+        specs = [dataclasses.replace(sim, carla_host=s.host, carla_port=s.port, carla_tm_port=s.tm_port)
+                 for s in spec.carla_servers]
     jobs = sweep_jobs(spec, scenario, out, sim.backend)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "sweep.json", {"spec": to_dict(spec), "episodes": len(jobs),

@@ -264,12 +264,16 @@ def lane_samples(cfg: LaneDataConfig, policy=None, policy_share: float = 0.0, si
             samples = _LaneSampleRecorder(cfg.every_n_steps)
 
             def leaving(frame: Frame) -> bool:
-                off_lane = abs(frame.lane.lateral_offset_m) > frame.lane.width_m * 0.9
-                return off_lane or frame.ego.s_m > sim.road.length_m - 30
+                return _far_off_lane(frame) or frame.ego.s_m > sim.road.length_m - 30
 
             run_episode(sim, sc, None, driver, recorders=[samples], max_steps=cfg.steps_per_scene, until=leaving,
                         run_to_end=True)
             yield from samples.samples
+
+
+def _far_off_lane(frame: Frame) -> bool:
+    """The car is so far off its lane that the rest of the drive teaches nothing."""
+    return abs(frame.lane.lateral_offset_m) > frame.lane.width_m * 0.9
 
 
 class _LaneSampleRecorder:
@@ -281,7 +285,7 @@ class _LaneSampleRecorder:
         self._off_lane = False
 
     def on_frame(self, frame: Frame, control, record: dict) -> None:
-        self._off_lane |= abs(frame.lane.lateral_offset_m) > frame.lane.width_m * 0.9
+        self._off_lane |= _far_off_lane(frame)  # the frame that ends the drive is not kept
         if self._off_lane or frame.index % self.every_n:
             return
         self.samples.append(LaneSample(frame.image, np.isin(frame.labels, [LANE_MARKING_LABEL]), record["expert_steer"],

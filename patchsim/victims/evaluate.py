@@ -170,11 +170,12 @@ def drive_closed_loop(model, scenario, seed: int, distance_m: float = 200.0, sim
 
     own = sim is None
     sim = sim or make_simulator(sim_spec or "embedded")
-    start: list[float] = []
+    start_s_m: list[float] = []  # road position of the episode's first frame
 
     def far_enough(frame) -> bool:
-        start.append(frame.ego.s_m) if not start else None
-        return frame.ego.s_m - start[0] >= distance_m
+        if not start_s_m:
+            start_s_m.append(frame.ego.s_m)
+        return frame.ego.s_m - start_s_m[0] >= distance_m
 
     try:
         ep = run_episode(sim, scenario, seed, LaneKeeperDriver(model), patches, until=far_enough)
