@@ -43,7 +43,7 @@ class YoloVanishModule(torch.nn.Module):
         self.source_class = source_class
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None):
-        from patchsim.attack.losses import detector_loss
+        from patchsim.attack.goals import Vanish
 
         raw = self.det(x)
         if self.training:
@@ -53,7 +53,7 @@ class YoloVanishModule(torch.nn.Module):
                 i = int(row[0])
                 cx, cy, bw, bh = float(row[2]) * w, float(row[3]) * h, float(row[4]) * w, float(row[5]) * h
                 boxes[i] = torch.tensor([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2])
-            loss = detector_loss(self.det, raw, boxes.to(x.device), "vanish", self.source_class).mean()
+            loss = Vanish(self.source_class).loss_of(self.det, raw, boxes.to(x.device)).mean()
             return {"loss_total": loss}
         out = []
         for d in self.det.predict(x, raw=raw):
@@ -88,6 +88,7 @@ def main() -> None:
 
     from patchsim.attack.config import load_attack_config
     from patchsim.attack.evaluate import evaluate_heldout
+    from patchsim.attack.goals import Vanish
     from patchsim.attack.optimizer import _banks, run_attack
     from patchsim.attack.patch import Patch, SlotInfo
     from patchsim.eot.pipeline import EOT
@@ -152,7 +153,7 @@ def main() -> None:
         patch = attack._patch.detach().float()
         colours = torch.nn.functional.interpolate(patch[None], size=poster.hw, mode="bilinear",
                                                   align_corners=False)[0].clamp(0, 1)
-        res = evaluate_heldout(det, eot, heldout_bank, heldout, colours, poster.mask, "vanish", clean_cache=cache)
+        res = evaluate_heldout(det, eot, heldout_bank, heldout, colours, poster.mask, Vanish(), clean_cache=cache)
         art_curve.append((step, round(res.success_rate, 4), round(art_time, 1)))
     art_rate = step / art_time
 

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 
+KINDS = ("scenes",)  # the kinds of entry, one subfolder each
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("PATCHSIM_CACHE") or Path.home() / ".cache" / "patchsim")
 
@@ -27,6 +30,8 @@ def cache_key(*parts: Any) -> str:
 
 
 def entry_path(kind: str, key: str, suffix: str = ".pt") -> Path:
+    if kind not in KINDS:
+        raise ValueError(f"unknown cache kind {kind!r} (kinds: {', '.join(KINDS)})")
     return cache_dir() / kind / f"{key}{suffix}"
 
 

@@ -96,7 +96,7 @@ def sim_render(
     slot: Optional[str] = typer.Option(None, help="patch slot name for --patch"),
     video: bool = typer.Option(True, help="write video.mp4"),
     frames: bool = typer.Option(True, help="write every frame as frames/NNNNNN.png"),
-    steps: Optional[int] = typer.Option(None, help="render at most this many steps"),
+    steps: Optional[int] = typer.Option(None, min=1, help="render at most this many steps"),
     sim: SimOpt = "embedded",
     carla: CarlaOpt = None,
     carla_timeout: CarlaTimeoutOpt = 10.0,
@@ -149,20 +149,13 @@ def data_generate(
     )
 
     if task == "detector":
-        cfg = _run(_load_config, DetectorDataConfig, config)
-        if scenes is not None:
-            cfg.train_scenes = scenes
-        fn = generate_detector_dataset
+        cfg, fn, scenes_key = _run(_load_config, DetectorDataConfig, config), generate_detector_dataset, "train_scenes"
     elif task == "lanekeeper":
-        cfg = _run(_load_config, LaneDataConfig, config)
-        if scenes is not None:
-            cfg.scenes = scenes
-        fn = generate_lane_dataset
+        cfg, fn, scenes_key = _run(_load_config, LaneDataConfig, config), generate_lane_dataset, "scenes"
     else:
         _fail(ValueError(f"--task must be detector or lanekeeper, not {task!r}"))
         return
-    if seed is not None:
-        cfg.seed = seed
+    cfg = _run(with_cli_overrides, cfg, {k: v for k, v in ((scenes_key, scenes), ("seed", seed)) if v is not None})
     summary = _run(fn, cfg, out, sim_spec=spec)
     typer.echo(json.dumps(summary))
 
@@ -182,12 +175,9 @@ def victims_train_detector(
     from patchsim.victims.train_detector import DetectorTrainConfig, train_detector
 
     cfg = _run(_load_config, DetectorTrainConfig, config)
-    if data is not None:
-        cfg.data = str(data)
-    if epochs is not None:
-        cfg.epochs = epochs
-    if device is not None:
-        cfg.device = device
+    overrides = {k: v for k, v in (("data", None if data is None else str(data)), ("epochs", epochs),
+                                   ("device", device)) if v is not None}
+    cfg = _run(with_cli_overrides, cfg, overrides)
     summary = _run(train_detector, cfg, out)
     typer.echo(json.dumps(summary))
 
@@ -210,7 +200,7 @@ def victims_eval(
     detector: str = typer.Option("detector:default", help="detector spec or checkpoint path"),
     lanekeeper: list[str] = typer.Option(["lanekeeper:pilotnet", "lanekeeper:lanenet"], help="lane-keepers"),
     data: Optional[Path] = typer.Option(None, help="data.yaml with a held-out 'test' split; generated if absent"),
-    seeds: int = typer.Option(10, help="closed-loop runs per lane scenario, and approach seeds for recall"),
+    seeds: int = typer.Option(10, min=1, help="closed-loop runs per lane scenario, and approach seeds for recall"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     skip_detector: bool = typer.Option(False, help="lane-keepers only"),
@@ -220,9 +210,11 @@ def victims_eval(
     carla_timeout: CarlaTimeoutOpt = 10.0,
 ) -> None:
     """Clean quality: detector mAP50 and stop-sign recall by distance; lane-keepers closed loop."""
+    from patchsim.config import check_device
     from patchsim.victims.report import evaluate_victims
 
     spec = _sim_spec(sim, carla, carla_timeout)
+    _run(check_device, device, "--device")
     result = _run(evaluate_victims, detector, lanekeeper, data, seeds, device, not skip_detector,
                   not skip_lanekeepers, sim_spec=spec)
     if as_json:
@@ -485,6 +477,8 @@ def cache(
     """The shared cache (scene banks that runs reuse): where it is and its size; --clear empties it."""
     from patchsim import cache as shared
 
+    if kind is not None and kind not in shared.KINDS:
+        _fail(ValueError(f"--kind must be one of {', '.join(shared.KINDS)}, not {kind!r}"))
     if clear:
         freed = shared.clear(kind)
         typer.echo(f"cleared {freed / 1e6:.1f} MB from {shared.cache_dir()}")

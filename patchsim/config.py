@@ -120,8 +120,11 @@ def read_yaml(path: str | Path) -> _Located:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path, line=line) from exc
+    if node is None:  # an empty file is a mistake (a wrong path, a file not yet written), not "all defaults"
+        raise ConfigError("the file is empty (no keys); give at least one key, or leave the option out for "
+                          "the defaults", path)
     lines: dict[tuple, int] = {}
-    data = {} if node is None else _node_to_python(node, (), lines, str(path))
+    data = _node_to_python(node, (), lines, str(path))
     return _Located(data, lines)
 
 
@@ -299,6 +302,21 @@ class FieldError(ValueError):
     def __init__(self, key: str, message: str):
         super().__init__(message)
         self.key = key
+
+
+def check_device(device: str, key: str = "device") -> None:
+    """``cpu``, ``cuda`` or ``cuda:N`` that this machine has; else a FieldError naming ``key``."""
+    kind, _, index = device.partition(":")
+    if kind == "cpu" and not index:
+        return
+    import torch
+
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise FieldError(key, f"device must be cpu, cuda or cuda:N, not {device!r}")
+    if not torch.cuda.is_available():
+        raise FieldError(key, f"device {device!r}: this machine has no CUDA GPU that torch can use (use cpu)")
+    if index and int(index) >= torch.cuda.device_count():
+        raise FieldError(key, f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
 
 
 def describe(cls: type) -> list[tuple[str, str, Any, str]]:

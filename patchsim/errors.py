@@ -27,9 +27,9 @@ class ConfigError(PatchsimError, ValueError):
         self.source = str(source)
         self.key = key
         self.line = line
-        where = self.source + (f":{line}" if line is not None else "")
+        where = "" if self.source == "<dict>" else self.source + (f":{line}" if line is not None else "")
         what = f"key '{key}': " if key else ""
-        super().__init__(f"{where}: {what}{message}")
+        super().__init__(f"{where}: {what}{message}" if where else f"{what}{message}")
 
 
 class ShapeError(PatchsimError, ValueError):

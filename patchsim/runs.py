@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 from importlib import metadata
@@ -49,6 +50,32 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def output_dir(path: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Create the output folder ``path`` for a command; if the command fails, remove the folders this
+    call created, so a failed command leaves nothing behind. A folder that already existed stays.
+
+    Args:
+        keep: names inside ``path`` that a ``--resume`` can use (a checkpoint, finished episodes):
+            when one of them exists at the failure, the folder is kept.
+    """
+    path = Path(path)
+    created = None
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        created = folder
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        resumable = any((path / name).exists() and (not (path / name).is_dir() or any((path / name).iterdir()))
+                        for name in keep)
+        if created is not None and not resumable:
+            shutil.rmtree(created, ignore_errors=True)
         raise
 
 

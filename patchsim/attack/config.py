@@ -5,28 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from patchsim.attack.goals import GOALS, Goal, make_goal
 from patchsim.attack.patch import PatchConfig
-from patchsim.config import FieldError, load_yaml, param
+from patchsim.config import FieldError, check_device, load_yaml, param
 from patchsim.eot.pipeline import EOTConfig
 from patchsim.eot.scenes import SceneConfig
 
 DEFAULTS_DIR = Path(__file__).resolve().parent.parent / "defaults"
 
 
-def check_device(device: str, key: str = "device") -> None:
-    """``cpu``, ``cuda`` or ``cuda:N`` that this machine has; else a FieldError naming ``key``."""
-    import torch
-
-    kind, _, index = device.partition(":")
-    if kind == "cpu" and not index:
-        return
-    if kind != "cuda" or (index and not index.isdigit()):
-        raise FieldError(key, f"device must be cpu, cuda or cuda:N, not {device!r}")
-    if not torch.cuda.is_available():
-        raise FieldError(key, f"device {device!r}: this machine has no CUDA GPU that torch can use (use cpu)")
-    if index and int(index) >= torch.cuda.device_count():
-        raise FieldError(key, f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-GOALS = ("vanish", "misclassify", "appear", "steer")
 
 
 @dataclass
@@ -56,6 +43,8 @@ class AttackConfig:
     checkpoint_every: int = param(25, range=(1, 1_000_000), help="checkpoint period (steps)")
     time_budget_s: float | None = param(None, unit="s", range=(1.0, None), help="stop optimizing after this long")
     target_success: float | None = param(None, range=(0.0, 1.0), help="stop once held-out success reaches this")
+    plateau_evals: int | None = param(None, range=(1, 100000),
+                                      help="stop when this many held-out evaluations in a row found no better patch")
     closed_loop_seeds: int = param(0, range=(0, 10000),
                                    help="after optimizing, drive the held-out scenario this many seeds clean and "
                                         "patched (the episode engine) and report the outcomes in patch.json")
@@ -72,9 +61,9 @@ class AttackConfig:
     def __post_init__(self) -> None:
         if self.loss_space not in ("logit", "prob"):
             raise FieldError("loss_space", f"loss_space must be logit or prob, not {self.loss_space!r}")
-        if self.goal not in GOALS:
+        if self.goal not in GOALS:  # the goal classes, one per goal
             raise FieldError("goal", f"goal must be one of {', '.join(GOALS)}, not {self.goal!r}")
-        if self.goal in ("misclassify", "appear") and not self.target_class:
+        if getattr(GOALS[self.goal], "wants_target", False) and not self.target_class:
             raise FieldError("target_class", f"goal {self.goal!r} needs target_class")
         if self.steer_direction not in ("left", "right"):
             raise FieldError("steer_direction", "steer_direction must be left or right")
@@ -91,8 +80,14 @@ class AttackConfig:
             raise FieldError("heldout.seed", "the held-out scenes repeat the training scenes: give them another seed")
 
     @property
-    def is_steer(self) -> bool:
-        return self.goal == "steer"
+    def victim_kind(self) -> str:
+        """``detector`` or ``lanekeeper``: what the goal attacks."""
+        return GOALS[self.goal].victim_kind
+
+    def make_goal(self) -> Goal:
+        """The goal object with this config's classes, direction, threshold and loss settings."""
+        return make_goal(self.goal, self.source_class, self.target_class, self.steer_direction, self.conf_threshold,
+                         self.loss_space, self.score_floor)
 
 
 def load_attack_config(path: str | Path | None) -> AttackConfig:

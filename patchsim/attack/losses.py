@@ -1,4 +1,4 @@
-"""Attack losses and success tests.
+"""Loss terms and detection tests that the attack goals (:mod:`patchsim.attack.goals`) are built from.
 
 Detector goals act on the candidates near the attacked object (the slot's outline box):
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from patchsim.victims.detector import Detections, RawDetections, YoloDetector, iou_xyxy
+from patchsim.victims.detector import Detections, iou_xyxy
 
 
 def near_candidates(boxes: torch.Tensor, target: torch.Tensor, iou_min: float = 0.1) -> torch.Tensor:
@@ -44,53 +44,24 @@ SCORE_CEIL = 0.9  # a wanted class's score needs no push above this
 SPACES = ("logit", "prob")
 
 
-def _best_near(score: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
+def best_near(score: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
+    """(B,) the highest score among the near candidates; ``score`` and ``near`` (B, N)."""
     return (score * near).amax(-1)
 
 
-def _logit(p: torch.Tensor | float) -> torch.Tensor:
+def logit(p: torch.Tensor | float) -> torch.Tensor:
     p = torch.as_tensor(p).clamp(1e-6, 1 - 1e-6)
     return torch.log(p) - torch.log1p(-p)
 
 
-def _down(p: torch.Tensor, floor: float = SCORE_FLOOR) -> torch.Tensor:
-    return torch.nn.functional.softplus(_logit(p) - _logit(floor).to(p))
+def push_down(p: torch.Tensor, floor: float = SCORE_FLOOR) -> torch.Tensor:
+    """Hinge that pushes a score down to ``floor`` and stops pulling below it."""
+    return torch.nn.functional.softplus(logit(p) - logit(floor).to(p))
 
 
-def _up(p: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.softplus(_logit(SCORE_CEIL).to(p) - _logit(p))
-
-
-def detector_loss(det: YoloDetector, raw: RawDetections, target_boxes: torch.Tensor, goal: str, source_class: str,
-                  target_class: str | None = None, space: str = "logit", floor: float = SCORE_FLOOR) -> torch.Tensor:
-    """(B,) loss per sample; lower is a more successful attack.
-
-    Args:
-        raw: dense outputs, boxes (B, N, 4). target_boxes: (B, 4) the attacked object's box.
-        space: ``logit`` (hinged logits, default) or ``prob`` (raw probabilities).
-        floor: a hidden class's score needs no push below this (logit space); lower keeps a margin
-            for conditions the optimization did not sample.
-    """
-    if space not in SPACES:
-        raise ValueError(f"unknown loss space {space!r}; use one of {', '.join(SPACES)}")
-    if goal not in ("vanish", "misclassify", "appear"):
-        raise ValueError(f"unknown detector goal {goal!r}")
-    if goal != "vanish" and target_class is None:
-        raise ValueError(f"goal {goal!r} needs a target class")
-    down, up = ((lambda p: _down(p, floor)), _up) if space == "logit" else (lambda p: p, lambda p: -p)
-    near = near_candidates(raw.boxes_xyxy.detach(), target_boxes)
-    loss = torch.zeros(raw.scores.shape[0], dtype=raw.scores.dtype, device=raw.scores.device)
-    if goal in ("vanish", "misclassify"):
-        loss = loss + down(_best_near(det.class_score(raw, source_class), near))
-    if goal in ("misclassify", "appear"):
-        loss = loss + up(_best_near(det.class_score(raw, target_class), near))
-    return loss
-
-
-def steer_loss(steer: torch.Tensor, direction: str) -> torch.Tensor:
-    """(B,) minus the steer command towards ``direction`` ("left" is positive steer)."""
-    sign = 1.0 if direction == "left" else -1.0
-    return -sign * steer
+def push_up(p: torch.Tensor) -> torch.Tensor:
+    """Hinge that pushes a score up to ``SCORE_CEIL``."""
+    return torch.nn.functional.softplus(logit(SCORE_CEIL).to(p) - logit(p))
 
 
 def detected(dets: list[Detections], boxes: torch.Tensor, class_indices: list[int], conf: float = 0.25,

@@ -35,7 +35,6 @@ import yaml
 
 from patchsim.attack.config import AttackConfig
 from patchsim.attack.evaluate import evaluate_heldout
-from patchsim.attack.losses import detector_loss, steer_loss
 from patchsim.attack.patch import (
     Patch,
     SlotInfo,
@@ -51,7 +50,7 @@ from patchsim.eot.printer import load_profile, non_printability
 from patchsim.eot.scenes import SceneBank, build_sim_bank, load_photo_bank
 from patchsim.eot.transforms import params_to_json, select
 from patchsim.errors import CheckpointError
-from patchsim.runs import atomic_path, manifest, write_image, write_json, write_text
+from patchsim.runs import atomic_path, manifest, output_dir, write_image, write_json, write_text
 
 
 @dataclass
@@ -128,20 +127,8 @@ def _banks(cfg: AttackConfig, progress: bool = False) -> tuple[SceneBank, SceneB
 def _load_victim(cfg: AttackConfig):
     from patchsim.victims.registry import load_victim
 
-    from patchsim.errors import ConfigError
-
     victim = load_victim(cfg.victim, device=cfg.device)
-    if cfg.is_steer != hasattr(victim, "road_view"):
-        kind = "lane-keeper" if cfg.is_steer else "detector"
-        raise ConfigError(f"goal {cfg.goal!r} needs a {kind}, but victim {cfg.victim!r} is not one", key="victim")
-    if not cfg.is_steer:
-        for key in ("source_class", "target_class"):
-            name = getattr(cfg, key)
-            if name is not None:
-                try:
-                    victim.class_indices(name)
-                except KeyError as exc:
-                    raise ConfigError(str(exc.args[0]), key=key) from exc
+    cfg.make_goal().check_victim(victim, cfg.victim)
     return victim
 
 
@@ -156,6 +143,7 @@ class Objective:
 
     def __init__(self, cfg: AttackConfig, victim, eot: EOT, palette: torch.Tensor):
         self.cfg, self.victim, self.eot, self.palette = cfg, victim, eot, palette
+        self.goal = cfg.make_goal()
 
     def __call__(self, patch: Patch, bank: SceneBank, params: dict,
                  background: Background | None = None) -> tuple[torch.Tensor, dict]:
@@ -165,12 +153,7 @@ class Objective:
         batch = self.eot.render(seen, patch.mask, params, bank, device=cfg.device, background=background,
                                 printed=True)
         with _autocast(cfg):
-            if cfg.is_steer:
-                per = steer_loss(self.victim(batch.images).float(), cfg.steer_direction)
-            else:
-                raw = self.victim(batch.images)
-                per = detector_loss(self.victim, raw, batch.boxes, cfg.goal, cfg.source_class, cfg.target_class,
-                                    cfg.loss_space, cfg.score_floor)
+            per = self.goal.loss(self.victim, batch)
         attack = per.float().mean()
         tv = total_variation(img, patch.mask)
         nps = non_printability(seen, self.palette, patch.mask)
@@ -195,22 +178,27 @@ def attack_step(objective: Objective, patch: Patch, opt: torch.optim.Optimizer, 
 
 
 def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> AttackResult:
-    """Optimize a patch as ``cfg`` says; write the run directory; return the held-out metrics."""
+    """Optimize a patch as ``cfg`` says; write the run directory; return the held-out metrics.
+
+    A run that fails before its first checkpoint leaves no run directory behind; after it, the
+    directory stays for ``--resume``.
+    """
+    with output_dir(out_dir, keep=("checkpoint.pt",)):
+        return _optimize(cfg, Path(out_dir), resume, progress)
+
+
+def _optimize(cfg: AttackConfig, out: Path, resume: bool, progress: bool) -> AttackResult:
     from tqdm import tqdm
 
-    out = Path(out_dir)
     ckpt_path = out / "checkpoint.pt"
     if resume and not ckpt_path.is_file():
         raise CheckpointError(f"{ckpt_path}: nothing to resume (no checkpoint)")
     if not resume and ckpt_path.is_file():
         raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
-    if resume:
-        saved_cfg = yaml.safe_load((out / "config.yaml").read_text())
-        differ = _differing_keys(saved_cfg, yaml.safe_load(yaml.safe_dump(to_dict(cfg))))
-        if differ:
-            raise CheckpointError(f"{out}/config.yaml differs from the config given in {', '.join(differ[:5])}"
-                                  f"{' and more' if len(differ) > 5 else ''}; resume with the same config")
-        ck = _read_checkpoint(ckpt_path, cfg.device)  # before anything in the run directory is rewritten
+    extended: list[str] = []
+    if resume:  # everything checked before anything in the run directory is rewritten
+        ck = _read_checkpoint(ckpt_path, cfg.device)
+        extended = _check_resume(cfg, out, ck["state"])
     t_start = time.perf_counter()
     victim = _load_victim(cfg)  # a wrong victim or class name fails here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
@@ -250,9 +238,8 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
     clean_cache: dict = {}
 
     def heldout_eval(colours: torch.Tensor, params: dict, cache: dict, margin: bool = False):
-        return evaluate_heldout(victim, eot, heldout_bank, params, colours, patch.mask, cfg.goal, cfg.source_class,
-                                cfg.target_class, cfg.steer_direction, cfg.conf_threshold, device=cfg.device,
-                                clean_cache=cache, margin=margin)
+        return evaluate_heldout(victim, eot, heldout_bank, params, colours, patch.mask, objective.goal,
+                                device=cfg.device, clean_cache=cache, margin=margin)
 
     opt = torch.optim.Adam([patch.colours], lr=cfg.lr)
     state = {"step": 0, "best_score": -1.0, "best_tiebreak": -math.inf, "best_step": -1, "best_colours": None,
@@ -270,6 +257,9 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
                                   f"resuming would not repeat the run, so start it again with a new --out")
         # a checkpoint from before the tie-break: its best patch keeps winning ties, as it did then
         state.setdefault("best_tiebreak", math.inf if state["best_step"] >= 0 else -math.inf)
+        if extended:
+            state.setdefault("extensions", []).append(
+                {"at_step": state["step"], **{k: getattr(cfg, k) for k in extended}})
     else:
         if cfg.patch.mask == "stickers":
             positions = cfg.patch.sticker_positions_m or _search_sticker_positions(cfg, patch, objective, bank)
@@ -311,16 +301,14 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
                 writer.add_scalar(f"train/{k}", v, step + 1)
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             t_eval = time.perf_counter()
-            res = heldout_eval(patch.image().detach(), select_params, clean_cache,
-                               margin=cfg.select_by_margin and not cfg.is_steer)
+            res = heldout_eval(patch.image().detach(), select_params, clean_cache, margin=cfg.select_by_margin)
             state["eval_s"] += time.perf_counter() - t_eval
             score, tie = res.selection_score
             optimize_s = elapsed0 + time.perf_counter() - t_loop - state["eval_s"]
             entry = {"step": step + 1, "heldout_success_rate": round(score, 4), "optimize_s": round(optimize_s, 2)}
-            if cfg.is_steer:
-                entry["steer_change_to_side_deg"] = round(tie, 3)  # mean, signed towards steer_direction
-            elif cfg.select_by_margin:
-                entry["score_margin"] = round(tie, 3)  # mean logit distance past the goal
+            if res.tiebreak_name == "steer_change_to_side_deg" or cfg.select_by_margin:
+                # steering: the mean change, signed towards steer_direction; detectors: the mean logit past the goal
+                entry[res.tiebreak_name] = round(tie, 3)
             state["evals"].append(entry)
             # the success rate first; a steering patch with the same rate wins by its mean change, a detector
             # patch (select_by_margin) by how far its scores are past the goal
@@ -338,6 +326,10 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, resume: bool = False, pro
             save_checkpoint()
         if cfg.target_success is not None and state["best_score"] >= cfg.target_success:
             stopped = "target_success"
+            break
+        if cfg.plateau_evals is not None and state["best_step"] >= 0 and \
+                state["step"] - state["best_step"] >= cfg.plateau_evals * cfg.eval_every:
+            stopped = "plateau"
             break
         if cfg.time_budget_s is not None and state["elapsed_s"] >= cfg.time_budget_s:
             stopped = "time_budget"
@@ -373,8 +365,9 @@ def closed_loop_check(cfg: AttackConfig, out: Path, progress: bool = False) -> d
     """
     from patchsim.closedloop.run import run_scenario
 
-    detector = cfg.victim if not cfg.is_steer else "detector:default"
-    lanekeeper = cfg.victim if cfg.is_steer else None
+    steers = cfg.victim_kind == "lanekeeper"
+    detector = "detector:default" if steers else cfg.victim
+    lanekeeper = cfg.victim if steers else None
     summary = run_scenario(cfg.heldout.scenario, out / "closed_loop", [str(out)], cfg.closed_loop_seeds,
                            seed_start=cfg.heldout.seed, detector=detector, lanekeeper=lanekeeper, videos=0,
                            progress=progress)
@@ -401,6 +394,31 @@ def _read_checkpoint(path: Path, device: str) -> dict:
     if missing:
         raise CheckpointError(f"{path}: not a patchsim attack checkpoint (missing {', '.join(missing)})")
     return ck
+
+
+EXTENDABLE = ("steps", "time_budget_s", "target_success", "plateau_evals")  # keys a resume may change: how long the run goes on
+
+
+def _check_resume(cfg: AttackConfig, out: Path, state: dict) -> list[str]:
+    """The keys of ``EXTENDABLE`` that this resume changes; a CheckpointError naming the keys when the
+    config differs otherwise, or when the new limits would not let the run go on."""
+    cfg_path = out / "config.yaml"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{cfg_path}: missing beside the checkpoint; start the run again with a new --out")
+    saved = yaml.safe_load(cfg_path.read_text())
+    differ = _differing_keys(saved, yaml.safe_load(yaml.safe_dump(to_dict(cfg))))
+    fixed = [k for k in differ if k not in EXTENDABLE]
+    if fixed:
+        raise CheckpointError(f"{cfg_path} differs from the config given in {', '.join(fixed[:5])}"
+                              f"{' and more' if len(fixed) > 5 else ''}; resume with the same config "
+                              f"(only {', '.join(EXTENDABLE)} may change, to extend the run)")
+    if cfg.steps < state["step"]:
+        raise CheckpointError(f"{out}: the run has made {state['step']} steps; --steps {cfg.steps} is fewer, so it "
+                              f"cannot continue (give more steps to extend it)")
+    if cfg.time_budget_s is not None and state["elapsed_s"] >= cfg.time_budget_s and state["step"] < cfg.steps:
+        raise CheckpointError(f"{out}: the run has used its time budget ({state['elapsed_s']:.0f} s of "
+                              f"{cfg.time_budget_s:g} s); give a larger --time-budget to extend it")
+    return differ
 
 
 def _differing_keys(a, b, path: str = "") -> list[str]:
@@ -479,7 +497,7 @@ def _write_outputs(out: Path, cfg: AttackConfig, patch: Patch, state: dict, metr
                  "stickers_m": _cut_rects(patch, state.get("positions") or [], cfg.patch.sticker_size_m)},
         "victim": cfg.victim,
         "goal": {"goal": cfg.goal, "source_class": cfg.source_class, "target_class": cfg.target_class,
-                 "steer_direction": cfg.steer_direction if cfg.is_steer else None},
+                 "steer_direction": cfg.steer_direction if cfg.victim_kind == "lanekeeper" else None},
         "losses": {"tv_weight": cfg.tv_weight, "nps_weight": cfg.nps_weight,
                    "similarity_weight": cfg.similarity_weight},
         "eot": to_dict(cfg.eot),

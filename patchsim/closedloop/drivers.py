@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from patchsim.config import param
+from patchsim.errors import ConfigError
 from patchsim.sim.base import Control, Frame
 from patchsim.sim.expert import ExpertDriver
 from patchsim.sim.road import Road
@@ -167,7 +168,7 @@ class PlannerDriver:
         self._stop_idx = torch.tensor(detector.class_indices("stop_sign"))
         try:
             self._limit_idx = torch.tensor(detector.class_indices("speed_limit"))
-        except KeyError:
+        except ConfigError:  # a detector without speed limits
             self._limit_idx = None
         self.law: ExpertDriver | None = None
 

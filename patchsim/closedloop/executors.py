@@ -33,6 +33,14 @@ def finished(episodes_dir: Path, job: EpisodeJob) -> dict[str, Any] | None:
         return None
 
 
+def check_executor(executor: str, workers: int) -> None:
+    """A ConfigError naming the key, for an executor patchsim does not have or fewer than one worker."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r} (choose one of: {', '.join(EXECUTORS)})", key="executor")
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, not {workers}", key="workers")
+
+
 def _error_record(job: EpisodeJob, exc: BaseException, tb: str) -> dict[str, Any]:
     return {"job_id": job.job_id, "job": job.identity(), "error": f"{type(exc).__name__}: {exc}", "traceback": tb}
 
@@ -80,10 +88,7 @@ def execute(jobs: Iterable[EpisodeJob], episodes_dir: str | Path, executor: str 
     Raises:
         PatchsimError: after all jobs ran, when some failed (their errors are in ``*.error.json``).
     """
-    if executor not in EXECUTORS:
-        raise ConfigError(f"unknown executor {executor!r} (choose one of: {', '.join(EXECUTORS)})", key="executor")
-    if workers < 1:
-        raise ConfigError(f"workers must be at least 1, not {workers}", key="workers")
+    check_executor(executor, workers)
     jobs = list(jobs)
     ids = [j.job_id for j in jobs]
     if len(set(ids)) != len(ids):

@@ -146,6 +146,21 @@ def driver_for(spec_driver: str, scenario) -> str:
     return "planner" if scenario.signs else "lanekeeper"
 
 
+def check_victims(spec: SweepSpec, scenario) -> None:
+    """The models the episodes will load exist: a CheckpointError or FileNotFoundError naming the spec, before
+    any episode starts (a wrong name would otherwise fail every episode in its worker)."""
+    from patchsim.victims.registry import resolve_weights
+
+    chosen = driver_for(spec.driver, scenario)
+    needed = [("detector", spec.detector)] if chosen == "planner" else [("lanekeeper", spec.lanekeeper)]
+    if chosen == "lanekeeper" and scenario.signs:
+        needed.append(("detector", spec.detector))
+    for kind, victim in needed:
+        path = resolve_weights(victim, kind)
+        if not path.is_file():
+            raise FileNotFoundError(f"{victim}: {kind} checkpoint not found")
+
+
 def sweep_jobs(spec: SweepSpec, scenario, out_dir: Path, sim: str = "embedded") -> list[EpisodeJob]:
     """Every episode of the sweep, in a fixed order (condition, seed, clean then each patch)."""
     from patchsim.closedloop.patches import check_slot, load_patch
@@ -223,9 +238,11 @@ def execute_spec(spec: SweepSpec, scenario, out: Path, command: str, workers: in
     """Run (or resume) the episodes of ``spec`` into ``out/episodes``; returns their results and run facts."""
     from tqdm import tqdm
 
-    from patchsim.closedloop.executors import execute
+    from patchsim.closedloop.executors import check_executor, execute
     from patchsim.runs import manifest, write_json
 
+    check_executor(executor, workers)
+    check_victims(spec, scenario)
     sim = sim or SimSpec()
     specs: SimSpec | list[SimSpec] = sim
     if sim.backend == "carla" and spec.carla_servers:

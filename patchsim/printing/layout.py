@@ -25,6 +25,7 @@ PAPER_SIZES_MM: dict[str, tuple[float, float]] = {
 ORIENTATIONS = ("auto", "portrait", "landscape")
 #: Height of the band at the bottom of each page's printable area for the label and the scale bar.
 FOOTER_MM = 16.0
+CUSTOM_MIN_MM, CUSTOM_MAX_MM = 50.0, 3300.0  # [mm] a custom paper side: a label sheet to the widest roll printer
 MIN_CONTENT_MM = 30.0
 
 
@@ -73,6 +74,9 @@ def paper_size_mm(paper: str, custom_size_mm: tuple[float, float] | None = None)
         if custom_size_mm is None or len(custom_size_mm) != 2 or min(custom_size_mm) <= 0:
             raise TilingError("custom paper needs custom_size_mm=(width, height), both > 0")
         w, h = float(custom_size_mm[0]), float(custom_size_mm[1])
+        if min(w, h) < CUSTOM_MIN_MM or max(w, h) > CUSTOM_MAX_MM:
+            raise TilingError(f"custom paper {w:g}x{h:g} mm: each side must be {CUSTOM_MIN_MM:g}-{CUSTOM_MAX_MM:g} mm "
+                              f"(a label sheet up to the widest roll printer); is the size in mm?")
         return "custom", (min(w, h), max(w, h))
     for name, size in PAPER_SIZES_MM.items():
         if name.lower() == paper.lower():

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from patchsim.errors import PatchsimError, ShapeError
+from patchsim.errors import ConfigError, PatchsimError, ShapeError
 from patchsim.sim.camera import CameraModel
 from patchsim.sim.layout import Layout
 from patchsim.sim.road import Road
@@ -257,9 +257,9 @@ def composite_over(base: np.ndarray, patch: np.ndarray) -> np.ndarray:
 
 
 def slot_or_error(slots: dict, slot: str, scenario_name: str):
-    """``slots[slot]``, or a KeyError that lists the scenario's slots."""
+    """``slots[slot]``, or a ConfigError that lists the scenario's slots."""
     if slot not in slots:
-        raise KeyError(f"no patch slot {slot!r} in scenario {scenario_name!r} (slots: {', '.join(slots) or 'none'})")
+        raise ConfigError(f"no patch slot {slot!r} in scenario {scenario_name!r} (slots: {', '.join(slots) or 'none'})")
     return slots[slot]
 
 

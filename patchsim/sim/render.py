@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from patchsim.config import to_dict
-from patchsim.runs import manifest, write_json
+from patchsim.runs import manifest, output_dir, write_json
 from patchsim.sim.base import Simulator
 from patchsim.sim.scenario import Scenario, load_scenario
 
@@ -41,27 +41,27 @@ def render_scenario(scenario: Scenario | str | Path, out_dir: str | Path, seed: 
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    own = sim is None
-    sim = sim or make_simulator(sim_spec or "embedded")
-    try:
-        gt = GroundTruthRecorder(out / "ground_truth.jsonl")
-        recorders = [gt]
-        if frames:
-            recorders.append(FramesRecorder(out / "frames"))
-        if video:
-            recorders.append(VideoRecorder(out / "video.mp4", fps=1.0 / scenario.dt_s, annotated=False))
-        t0 = time.perf_counter()
-        episode = run_episode(sim, scenario, seed, GroundTruthDriver(), patches, recorders, max_steps=max_steps,
-                              run_to_end=True)
-        wall = time.perf_counter() - t0
-        resolved = sim.scenario
-        count = gt.count
-        write_json(out / "scenario.json", to_dict(resolved))
-        write_json(out / "run.json", manifest("sim render", seed, to_dict(resolved), frames=count,
-                                              simulator=sim.backend, outcome=episode.outcome,
-                                              frames_per_s=count / max(wall, 1e-9)))
-    finally:
-        if own:
-            sim.close()
+    with output_dir(out):  # a failed render leaves nothing behind
+        own = sim is None
+        sim = sim or make_simulator(sim_spec or "embedded")
+        try:
+            gt = GroundTruthRecorder(out / "ground_truth.jsonl")
+            recorders = [gt]
+            if frames:
+                recorders.append(FramesRecorder(out / "frames"))
+            if video:
+                recorders.append(VideoRecorder(out / "video.mp4", fps=1.0 / scenario.dt_s, annotated=False))
+            t0 = time.perf_counter()
+            episode = run_episode(sim, scenario, seed, GroundTruthDriver(), patches, recorders, max_steps=max_steps,
+                                  run_to_end=True)
+            wall = time.perf_counter() - t0
+            resolved = sim.scenario
+            count = gt.count
+            write_json(out / "scenario.json", to_dict(resolved))
+            write_json(out / "run.json", manifest("sim render", seed, to_dict(resolved), frames=count,
+                                                  simulator=sim.backend, outcome=episode.outcome,
+                                                  frames_per_s=count / max(wall, 1e-9)))
+        finally:
+            if own:
+                sim.close()
     return RenderSummary(out, count, count / max(wall, 1e-9), out / "video.mp4" if video else None)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from patchsim.errors import CheckpointError, ShapeError
+from patchsim.errors import CheckpointError, ConfigError, ShapeError
 
 PATCHSIM_DETECTOR_FORMAT = "patchsim-detector/1"
 PAD_VALUE = 114 / 255.0  # Ultralytics letterbox grey
@@ -123,13 +123,13 @@ class YoloDetector(torch.nn.Module):
         """Model class indices for a canonical name (or a model class name).
 
         Raises:
-            KeyError: naming the class and the names the model has.
+            ConfigError: naming the class and the names the model has.
         """
         wanted = _norm(name)
         aliases = CLASS_ALIASES.get(wanted, (wanted,))
         found = [i for i, n in self.names.items() if _norm(n) in aliases]
         if not found:
-            raise KeyError(f"class {name!r} is not in detector {self.source or 'model'} "
+            raise ConfigError(f"class {name!r} is not in detector {self.source or 'model'} "
                            f"(it has: {', '.join(self.names.values())})")
         return sorted(found)
 

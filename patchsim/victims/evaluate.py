@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import yaml
 
+from patchsim.errors import ConfigError
 from patchsim.victims.detector import YoloDetector
 from patchsim.victims.metrics import ImageResult, box_iou, map50
 
@@ -48,7 +49,7 @@ def detector_map50(det: YoloDetector, data_yaml: str | Path, split: str = "test"
             for mi in det.class_indices(name):
                 to_data[mi] = ci
             scored.append(ci)
-        except KeyError:
+        except ConfigError:  # a data class this detector does not have
             continue
     images = sorted((root / meta[split]).glob("*.jpg"))[:limit]
     results: list[ImageResult] = []

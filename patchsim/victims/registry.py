@@ -31,7 +31,8 @@ def resolve_weights(spec: str | Path, kind: str) -> Path:
         if prefix != kind:
             raise CheckpointError(f"{text!r} names a {prefix}, but a {kind} is needed here")
         if name not in SHIPPED[kind]:
-            raise CheckpointError(f"no shipped {kind} named {name!r} (shipped: {', '.join(SHIPPED[kind])})")
+            raise CheckpointError(f"{kind}:{name}: no shipped {kind} of that name "
+                                  f"(shipped: {', '.join(f'{kind}:{n}' for n in SHIPPED[kind])}, or a checkpoint path)")
         return WEIGHTS_DIR / SHIPPED[kind][name]
     return Path(text).expanduser()
 

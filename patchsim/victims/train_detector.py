@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from patchsim.config import param, to_dict
+from patchsim.config import check_device, param, to_dict
 from patchsim.runs import manifest, write_json, write_text
 
 MODEL_WIDTH = 0.125
@@ -37,6 +37,9 @@ class DetectorTrainConfig:
     time_h: float | None = param(None, unit="h", range=(0.01, 100.0), help="stop after this many hours")
     inference_imgsz: int | None = param(None, range=(64, 4096), help="long side at inference; None = frame size")
     resume: bool = param(True, help="continue an interrupted run found in the output directory")
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
 
 
 def model_yaml(nc: int, names: list[str], width: float = MODEL_WIDTH, depth: float = MODEL_DEPTH) -> dict:
@@ -86,10 +89,10 @@ def train_detector(cfg: DetectorTrainConfig, out_dir: str | Path) -> dict:
     from patchsim.victims.detector import save_detector_checkpoint
 
     out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     data_path = Path(cfg.data).resolve()
     if not data_path.is_file():
         raise FileNotFoundError(f"{data_path}: data.yaml not found (make it with `patchsim data generate`)")
+    out.mkdir(parents=True, exist_ok=True)
     data = yaml.safe_load(data_path.read_text())
     names = [data["names"][i] for i in sorted(data["names"])]
     # Ultralytics resolves a relative dataset path against the working directory: pin it to the data set

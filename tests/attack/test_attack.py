@@ -133,18 +133,18 @@ def test_bad_attack_configs_fail_clearly(tmp_path):
 def test_selection_breaks_ties_by_steering_change():
     import numpy as np
 
-    from patchsim.attack.evaluate import HeldoutResult
+    from patchsim.attack.goals import SteerResult
 
     clean = np.zeros(4)
-    weak = HeldoutResult(success=np.ones(4, bool), clean_steer_deg=clean, adv_steer_deg=np.full(4, 3.0))
-    strong = HeldoutResult(success=np.ones(4, bool), clean_steer_deg=clean, adv_steer_deg=np.full(4, 5.0))
+    weak = SteerResult(np.ones(4, bool), clean_steer_deg=clean, adv_steer_deg=np.full(4, 3.0))
+    strong = SteerResult(np.ones(4, bool), clean_steer_deg=clean, adv_steer_deg=np.full(4, 5.0))
     assert strong.selection_score > weak.selection_score
-    right = HeldoutResult(success=np.ones(4, bool), clean_steer_deg=clean, adv_steer_deg=np.full(4, -5.0),
+    right = SteerResult(np.ones(4, bool), clean_steer_deg=clean, adv_steer_deg=np.full(4, -5.0),
                           steer_sign=-1.0)
     assert right.selection_score == (1.0, 5.0)
-    more_hits = HeldoutResult(success=np.array([1, 1, 1, 1, 1], bool), clean_steer_deg=np.zeros(5),
+    more_hits = SteerResult(np.array([1, 1, 1, 1, 1], bool), clean_steer_deg=np.zeros(5),
                               adv_steer_deg=np.full(5, 2.0))
-    fewer = HeldoutResult(success=np.array([1, 1, 1, 1, 0], bool), clean_steer_deg=np.zeros(5),
+    fewer = SteerResult(np.array([1, 1, 1, 1, 0], bool), clean_steer_deg=np.zeros(5),
                           adv_steer_deg=np.full(5, 9.0))
     assert more_hits.selection_score > fewer.selection_score  # the success rate comes first
 
@@ -184,9 +184,38 @@ def test_unknown_class_and_damaged_checkpoint_fail_before_anything_is_written(tm
         run_attack(cfg, run, resume=True, progress=False)
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
+    (run / "checkpoint.pt").write_bytes(data)
     cfg.lr = 0.05
     with pytest.raises(CheckpointError, match="differs from the config given in lr"):
         run_attack(cfg, run, resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "checkpoint.pt"} == \
+        {k: v for k, v in before.items() if k != "checkpoint.pt"}
+
+
+def test_a_plateau_of_the_heldout_score_stops_the_run(tmp_path):
+    cfg = _tiny()
+    cfg.steps, cfg.eval_every, cfg.plateau_evals = 40, 2, 2
+    result = run_attack(cfg, tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["state"]
+    assert result.metrics["stopped_by"] == "plateau"
+    assert result.metrics["steps"] == state["best_step"] + 2 * 2 < 40  # two evaluations without a better patch
+
+
+def test_a_finished_run_is_extended_with_more_steps(tmp_path):
+    cfg = _tiny()
+    cfg.steps = 4
+    run = tmp_path / "run"
+    first = run_attack(cfg, run, progress=False)
+    assert first.metrics["steps"] == 4
+    cfg.steps = 2
+    with pytest.raises(CheckpointError, match="has made 4 steps; --steps 2 is fewer"):
+        run_attack(cfg, run, resume=True, progress=False)
+    cfg.steps = 8
+    more = run_attack(cfg, run, resume=True, progress=False)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)["state"]
+    assert more.metrics["steps"] == 8 and len(state["history"]) == 8
+    assert state["extensions"] == [{"at_step": 4, "steps": 8}]
+    assert yaml.safe_load((run / "config.yaml").read_text())["steps"] == 8
 
 
 def test_eot_settings_are_checked_with_file_key_and_line(tmp_path):

@@ -1,9 +1,10 @@
-"""Detector attack losses: which candidates count, and the hinged-logit form."""
+"""Detector goals' losses: which candidates count, and the hinged-logit form."""
 
 import pytest
 import torch
 
-from patchsim.attack.losses import SCORE_FLOOR, detector_loss, near_candidates
+from patchsim.attack.goals import Misclassify, Vanish, make_goal
+from patchsim.attack.losses import SCORE_FLOOR, near_candidates
 from patchsim.victims.detector import RawDetections
 
 
@@ -29,7 +30,7 @@ def test_only_candidates_on_the_object_count():
     near = near_candidates(_raw([0.1] * 3, [0.1] * 3).boxes_xyxy, TARGET)
     assert near.tolist() == [[1.0, 1.0, 0.0]]
     # a confident candidate far from the sign does not enter the loss
-    far_only = detector_loss(_TwoClassDetector(), _raw([0.01, 0.01, 0.99], [0, 0, 0]), TARGET, "vanish", "stop_sign")
+    far_only = Vanish("stop_sign").loss_of(_TwoClassDetector(), _raw([0.01, 0.01, 0.99], [0, 0, 0]), TARGET)
     assert far_only.item() < 0.25
 
 
@@ -38,7 +39,7 @@ def test_logit_vanish_does_not_saturate_on_confident_detections():
     grads = {}
     for space in ("logit", "prob"):
         raw = _raw([0.995, 0.5, 0.1], [0.0] * 3)
-        detector_loss(det, raw, TARGET, "vanish", "stop_sign", space=space).sum().backward()
+        Vanish("stop_sign", space=space).loss_of(det, raw, TARGET).sum().backward()
         grads[space] = raw.scores.grad[0, 0, 0].item()
     assert grads["prob"] == pytest.approx(1.0)
     # d softplus(logit(p) - c)/dp = sigmoid(.) / (p (1 - p)): large where the probability is flat
@@ -47,26 +48,40 @@ def test_logit_vanish_does_not_saturate_on_confident_detections():
 
 def test_logit_hinge_stops_pulling_below_the_floor():
     det = _TwoClassDetector()
-    low = detector_loss(det, _raw([SCORE_FLOOR / 20, 0.0, 0.0], [0.0] * 3), TARGET, "vanish", "stop_sign")
-    high = detector_loss(det, _raw([0.9, 0.0, 0.0], [0.0] * 3), TARGET, "vanish", "stop_sign")
+    low = Vanish().loss_of(det, _raw([SCORE_FLOOR / 20, 0.0, 0.0], [0.0] * 3), TARGET)
+    high = Vanish().loss_of(det, _raw([0.9, 0.0, 0.0], [0.0] * 3), TARGET)
     assert low.item() < 0.06 < 2.0 < high.item()
 
 
 def test_misclassify_pushes_source_down_and_target_up():
     det = _TwoClassDetector()
     raw = _raw([0.8, 0.1, 0.0], [0.2, 0.1, 0.0])
-    detector_loss(det, raw, TARGET, "misclassify", "stop_sign", "speed_limit").sum().backward()
+    Misclassify("stop_sign", "speed_limit").loss_of(det, raw, TARGET).sum().backward()
     assert raw.scores.grad[0, 0, 0] > 0 > raw.scores.grad[0, 0, 1]  # descent lowers stop, raises speed limit
-    won = detector_loss(det, _raw([0.001, 0.0, 0.0], [0.99, 0.0, 0.0]), TARGET, "misclassify", "stop_sign",
-                        "speed_limit")
+    won = Misclassify("stop_sign", "speed_limit").loss_of(det, _raw([0.001, 0.0, 0.0], [0.99, 0.0, 0.0]), TARGET)
     assert won.item() < 0.25
 
 
 def test_bad_goal_and_space_are_refused():
-    det = _TwoClassDetector()
     with pytest.raises(ValueError, match="unknown loss space 'linear'"):
-        detector_loss(det, _raw([0.5] * 3, [0.5] * 3), TARGET, "vanish", "stop_sign", space="linear")
+        Vanish("stop_sign", space="linear")
     with pytest.raises(ValueError, match="needs a target class"):
-        detector_loss(det, _raw([0.5] * 3, [0.5] * 3), TARGET, "misclassify", "stop_sign")
-    with pytest.raises(ValueError, match="unknown detector goal"):
-        detector_loss(det, _raw([0.5] * 3, [0.5] * 3), TARGET, "hide", "stop_sign")
+        Misclassify("stop_sign")
+    with pytest.raises(ValueError, match="unknown goal 'hide'"):
+        make_goal("hide")
+
+
+def test_each_goal_tests_success_its_own_way():
+    import numpy as np
+
+    clean = {"hit": np.array([True, True, False, True]), "target": np.zeros(4, bool)}
+    adv = {"hit": np.array([False, True, False, False]), "target": np.array([True, False, True, False])}
+    vanish = make_goal("vanish").result(clean, adv)
+    assert vanish.success.tolist() == [True, False, True]  # only where the clean sign was seen
+    wrong = make_goal("misclassify", target_class="speed_limit").result(clean, adv)
+    assert wrong.success.tolist() == [True, False, False]  # the target seen and the source not
+    phantom = make_goal("appear", target_class="speed_limit").result(clean, adv)
+    assert phantom.success.tolist() == [True, False, True, False]
+    steer = make_goal("steer", steer_direction="right").result({"steer_deg": np.zeros(3)},
+                                                               {"steer_deg": np.array([-2.0, 0.5, 3.0])})
+    assert steer.success.tolist() == [True, False, False] and steer.summary()["mean_steer_change_deg"] == 0.5

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from patchsim.errors import PatchsimError, ShapeError
+from patchsim.errors import ConfigError, PatchsimError, ShapeError
 from patchsim.sim import carla_convert as cc
 from patchsim.sim.base import Control, Frame
 from patchsim.sim.carla_backend import CARLA_API, CarlaSimulator, PropSpec
@@ -358,7 +358,7 @@ def test_set_patch_rejects_a_wrong_image_and_slot():
             sim.set_patch("stop_face", np.zeros((10, 20, 3), np.uint8))  # aspect 2, the face is square
         with pytest.raises(ShapeError, match="road_1"):
             sim.set_patch("road_1", np.zeros((8, 8), np.uint8))
-        with pytest.raises(KeyError, match="no_such_slot"):
+        with pytest.raises(ConfigError, match="no_such_slot"):
             sim.set_patch("no_such_slot", np.zeros((8, 8, 3), np.uint8))
 
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from patchsim.errors import ShapeError
+from patchsim.errors import ConfigError, ShapeError
 from patchsim.sim.base import Control
 
 
@@ -86,7 +86,7 @@ def test_patch_slot_errors(sim, stop_scenario):
         sim.set_patch("stop_face", np.zeros((40, 40), np.uint8))
     with pytest.raises(ShapeError, match="in \\[0, 1\\]"):
         sim.set_patch("stop_face", np.full((40, 40, 3), 2.0))
-    with pytest.raises(KeyError, match="no patch slot 'nope'.*stop_face"):
+    with pytest.raises(ConfigError, match="no patch slot 'nope'.*stop_face"):
         sim.set_patch("nope", np.zeros((40, 40, 3), np.uint8))
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from patchsim.errors import CheckpointError, ShapeError
+from patchsim.errors import CheckpointError, ConfigError, ShapeError
 from patchsim.victims.detector import letterbox_params, load_detector
 
 
@@ -85,9 +85,9 @@ def test_bad_input_and_checkpoints(tmp_path, det):
         load_detector(bad)
     with pytest.raises(CheckpointError, match="needed here"):
         load_detector("lanekeeper:pilotnet")
-    with pytest.raises(CheckpointError, match="no shipped detector named 'nope'"):
+    with pytest.raises(CheckpointError, match="detector:nope: no shipped detector"):
         load_detector("detector:nope")
-    with pytest.raises(KeyError, match="class 'person' is not in detector"):
+    with pytest.raises(ConfigError, match="class 'person' is not in detector"):
         det.class_indices("person")
 
 

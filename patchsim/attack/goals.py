@@ -1,0 +1,265 @@
+"""One class per attack goal: the victim it needs, its loss on a rendered EOT batch, what it measures
+on held-out samples, and its success test. The config, the optimizer and the held-out evaluation ask
+the goal (``make_goal``) instead of branching on its name.
+
+Detector goals act on the candidates near the attacked object (the slot's outline box), with the
+hinged-logit terms of :mod:`patchsim.attack.losses`:
+
+- :class:`Vanish` hides ``source_class``; success: the sign is no longer detected where the clean
+  sign was.
+- :class:`Misclassify` turns ``source_class`` into ``target_class``; success: the target is detected
+  and the source is not, where the clean sign was detected.
+- :class:`Appear` makes a phantom ``target_class``; success: the target is detected.
+
+Lane-keeper goal:
+
+- :class:`Steer` turns the wheel towards ``direction``; success: the steering changes towards that
+  side by more than twice the clean steering's spread over the samples (at least 1 degree).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from patchsim.attack.losses import SCORE_FLOOR, SPACES, best_near, detected, logit, near_candidates, push_down, push_up
+from patchsim.errors import ConfigError
+
+STEER_DEG_PER_UNIT = 35.0  # steer command 1.0 = the lane-keepers' 35 degree wheel angle
+
+
+class HeldoutResult:
+    """Per-sample outcomes of a patch on held-out conditions (each sample rendered with and without it).
+
+    Attributes:
+        success: (N,) bool, the goal's test per counted sample.
+        margin: detector goals, when measured: how far the scores are past the goal (higher is better).
+    """
+
+    tiebreak_name: ClassVar[str | None] = None
+
+    def __init__(self, success: np.ndarray, margin: float | None = None):
+        self.success = success
+        self.margin = margin
+
+    @property
+    def success_rate(self) -> float:
+        return float(self.success.mean()) if len(self.success) else 0.0
+
+    @property
+    def selection_score(self) -> tuple[float, float]:
+        """(success rate, tie-break) to rank patches, higher is better."""
+        return self.success_rate, self.margin or 0.0
+
+    def summary(self) -> dict:
+        return {"heldout_success_rate": round(self.success_rate, 4), "heldout_samples": int(len(self.success))}
+
+
+class DetectionResult(HeldoutResult):
+    """Detector goals: ``clean_hit`` / ``adv_hit`` (N,) whether the source class was detected on the
+    object without / with the patch; ``adv_target`` whether the target class was (with it)."""
+
+    tiebreak_name = "score_margin"
+
+    def __init__(self, success, clean_hit, adv_hit, adv_target=None, margin=None):
+        super().__init__(success, margin)
+        self.clean_hit, self.adv_hit, self.adv_target = clean_hit, adv_hit, adv_target
+
+    def summary(self) -> dict:
+        out = {**super().summary(), "clean_detection_rate": round(float(self.clean_hit.mean()), 4),
+               "adversarial_detection_rate": round(float(self.adv_hit.mean()), 4)}
+        if self.adv_target is not None:
+            out["adversarial_target_rate"] = round(float(self.adv_target.mean()), 4)
+        return out
+
+
+class SteerResult(HeldoutResult):
+    """Lane-keeper goals: wheel angles in degrees without / with the patch; ``steer_sign`` +1 when
+    the goal steers left, -1 right. The tie-break is the mean change towards that side, which keeps
+    growing after every sample has passed the success margin."""
+
+    tiebreak_name = "steer_change_to_side_deg"
+
+    def __init__(self, success, clean_steer_deg, adv_steer_deg, steer_sign: float = 1.0):
+        super().__init__(success)
+        self.clean_steer_deg, self.adv_steer_deg, self.steer_sign = clean_steer_deg, adv_steer_deg, steer_sign
+
+    @property
+    def selection_score(self) -> tuple[float, float]:
+        if not len(self.success):
+            return 0.0, 0.0
+        return self.success_rate, float(self.steer_sign * (self.adv_steer_deg - self.clean_steer_deg).mean())
+
+    def summary(self) -> dict:
+        change = self.adv_steer_deg - self.clean_steer_deg
+        return {**super().summary(), "mean_steer_change_deg": round(float(change.mean()), 3),
+                "steer_change_std_deg": round(float(change.std()), 3),
+                "clean_steer_std_deg": round(float(self.clean_steer_deg.std()), 3),
+                "clean_steer_mean_deg": round(float(self.clean_steer_deg.mean()), 3)}
+
+
+class Goal(abc.ABC):
+    """What an attack wants of its victim."""
+
+    name: ClassVar[str]
+    victim_kind: ClassVar[str]  # "detector" or "lanekeeper"
+
+    @abc.abstractmethod
+    def loss(self, victim, batch) -> torch.Tensor:
+        """(B,) loss of an EOT batch (``batch.images`` (B, 3, H, W), ``batch.boxes`` (B, 4)); lower is a
+        more successful attack. Differentiable in the images."""
+
+    @abc.abstractmethod
+    def measure(self, victim, batch, margin: bool = False) -> dict[str, torch.Tensor]:
+        """Per-sample measurements of a rendered batch, on the CPU (the same for clean and patched frames)."""
+
+    @abc.abstractmethod
+    def result(self, clean: dict[str, np.ndarray], adv: dict[str, np.ndarray]) -> HeldoutResult:
+        """The success test over all samples, from the clean and the patched measurements."""
+
+    def check_victim(self, victim, spec: str) -> None:
+        """A ConfigError naming the key when ``victim`` cannot serve this goal."""
+        is_lanekeeper = hasattr(victim, "road_view")
+        if is_lanekeeper != (self.victim_kind == "lanekeeper"):
+            kind = "lane-keeper" if self.victim_kind == "lanekeeper" else "detector"
+            raise ConfigError(f"goal {self.name!r} needs a {kind}, but victim {spec!r} is not one", key="victim")
+
+
+class DetectorGoal(Goal):
+    """A goal on the detector's scores near the attacked object."""
+
+    victim_kind = "detector"
+    hides_source: ClassVar[bool] = False
+    wants_target: ClassVar[bool] = False
+
+    def __init__(self, source_class: str = "stop_sign", target_class: str | None = None, conf: float = 0.25,
+                 space: str = "logit", floor: float = SCORE_FLOOR):
+        if space not in SPACES:
+            raise ValueError(f"unknown loss space {space!r}; use one of {', '.join(SPACES)}")
+        if self.wants_target and not target_class:
+            raise ValueError(f"goal {self.name!r} needs a target class")
+        self.source_class, self.target_class = source_class, target_class if self.wants_target else None
+        self.conf, self.space, self.floor = conf, space, floor
+
+    def check_victim(self, victim, spec: str) -> None:
+        super().check_victim(victim, spec)
+        for key, name in (("source_class", self.source_class), ("target_class", self.target_class)):
+            if name is not None:
+                try:
+                    victim.class_indices(name)
+                except ConfigError as exc:
+                    raise ConfigError(exc.message, key=key) from exc
+
+    def loss(self, victim, batch) -> torch.Tensor:
+        return self.loss_of(victim, victim(batch.images), batch.boxes)
+
+    def loss_of(self, det, raw, target_boxes: torch.Tensor) -> torch.Tensor:
+        """(B,) loss from the detector's dense outputs ``raw`` (boxes (B, N, 4)) and the object boxes (B, 4)."""
+        if self.space == "logit":
+            down, up = (lambda p: push_down(p, self.floor)), push_up
+        else:
+            down, up = (lambda p: p), (lambda p: -p)
+        near = near_candidates(raw.boxes_xyxy.detach(), target_boxes)
+        loss = torch.zeros(raw.scores.shape[0], dtype=raw.scores.dtype, device=raw.scores.device)
+        if self.hides_source:
+            loss = loss + down(best_near(det.class_score(raw, self.source_class), near))
+        if self.wants_target:
+            loss = loss + up(best_near(det.class_score(raw, self.target_class), near))
+        return loss
+
+    def measure(self, det, batch, margin: bool = False) -> dict[str, torch.Tensor]:
+        raw = det(batch.images)
+        dets = det.predict(batch.images, conf=self.conf, raw=raw)
+        out = {"hit": detected(dets, batch.boxes, det.class_indices(self.source_class), self.conf)}
+        if self.target_class:
+            out["target"] = detected(dets, batch.boxes, det.class_indices(self.target_class), self.conf)
+        if margin:
+            out["margin"] = self._margin(det, raw, batch.boxes)
+        return out
+
+    def _margin(self, det, raw, boxes: torch.Tensor) -> torch.Tensor:
+        """(B,) minus the source class's best logit near the object (when hidden), plus the target's (when
+        wanted): how far past the goal the scores are, growing after every sample has passed the threshold."""
+        near = near_candidates(raw.boxes_xyxy, boxes)
+        out = torch.zeros(raw.scores.shape[0])
+        if self.hides_source:
+            out -= logit(best_near(det.class_score(raw, self.source_class), near)).float().cpu()
+        if self.wants_target:
+            out += logit(best_near(det.class_score(raw, self.target_class), near)).float().cpu()
+        return out
+
+    @abc.abstractmethod
+    def success(self, clean_hit: np.ndarray, adv_hit: np.ndarray, adv_target: np.ndarray | None) -> np.ndarray:
+        """(N,) bool per counted sample."""
+
+    def result(self, clean: dict[str, np.ndarray], adv: dict[str, np.ndarray]) -> DetectionResult:
+        margin = float(adv["margin"].mean()) if "margin" in adv else None
+        return DetectionResult(self.success(clean["hit"], adv["hit"], adv.get("target")), clean["hit"], adv["hit"],
+                               adv.get("target"), margin)
+
+
+class Vanish(DetectorGoal):
+    name = "vanish"
+    hides_source = True
+
+    def success(self, clean_hit, adv_hit, adv_target):
+        return (~adv_hit)[clean_hit]  # a sign missed even without the patch is no success of the patch
+
+
+class Misclassify(DetectorGoal):
+    name = "misclassify"
+    hides_source = True
+    wants_target = True
+
+    def success(self, clean_hit, adv_hit, adv_target):
+        return (adv_target & ~adv_hit)[clean_hit]
+
+
+class Appear(DetectorGoal):
+    name = "appear"
+    wants_target = True
+
+    def success(self, clean_hit, adv_hit, adv_target):
+        return adv_target
+
+
+class Steer(Goal):
+    """Steer a lane-keeper towards ``direction`` (``left`` is a positive steer command)."""
+
+    name = "steer"
+    victim_kind = "lanekeeper"
+
+    def __init__(self, direction: str = "left"):
+        if direction not in ("left", "right"):
+            raise ValueError(f"steer direction must be left or right, not {direction!r}")
+        self.direction = direction
+        self.sign = 1.0 if direction == "left" else -1.0
+
+    def loss(self, victim, batch) -> torch.Tensor:
+        return -self.sign * victim(batch.images).float()
+
+    def measure(self, victim, batch, margin: bool = False) -> dict[str, torch.Tensor]:
+        return {"steer_deg": victim(batch.images).float().cpu() * STEER_DEG_PER_UNIT}
+
+    def result(self, clean: dict[str, np.ndarray], adv: dict[str, np.ndarray]) -> SteerResult:
+        change = adv["steer_deg"] - clean["steer_deg"]
+        margin_deg = max(2.0 * float(clean["steer_deg"].std()), 1.0)
+        return SteerResult(self.sign * change > margin_deg, clean["steer_deg"], adv["steer_deg"], self.sign)
+
+
+GOALS: dict[str, type[Goal]] = {g.name: g for g in (Vanish, Misclassify, Appear, Steer)}
+
+
+def make_goal(name: str, source_class: str = "stop_sign", target_class: str | None = None,
+              steer_direction: str = "left", conf: float = 0.25, space: str = "logit",
+              floor: float = SCORE_FLOOR) -> Goal:
+    """The goal called ``name`` with its settings."""
+    if name not in GOALS:
+        raise ValueError(f"unknown goal {name!r} (goals: {', '.join(GOALS)})")
+    cls = GOALS[name]
+    if issubclass(cls, DetectorGoal):
+        return cls(source_class, target_class, conf, space, floor)
+    return cls(steer_direction)
