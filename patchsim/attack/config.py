@@ -48,6 +48,9 @@ class AttackConfig:
     closed_loop_seeds: int = param(0, range=(0, 10000),
                                    help="after optimizing, drive the held-out scenario this many seeds clean and "
                                         "patched (the episode engine) and report the outcomes in patch.json")
+    closed_loop_candidates: int = param(1, range=(1, 20),
+                                        help="with closed_loop_seeds: drive this many of the best held-out patches "
+                                             "and keep the one whose drives fail as the goal wants most often")
     loss_space: str = param("logit", help="detector losses on hinged logits (logit) or on probabilities (prob)")
     conf_threshold: float = param(0.25, range=(0.0, 1.0), help="detection score threshold for success tests")
     select_by_margin: bool = param(False, help="detector goals: among patches with the same held-out success rate, "

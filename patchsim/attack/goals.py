@@ -15,6 +15,10 @@ Lane-keeper goal:
 
 - :class:`Steer` turns the wheel towards ``direction``; success: the steering changes towards that
   side by more than twice the clean steering's spread over the samples (at least 1 degree).
+
+Each goal also names the closed-loop failure it is after (``drove_as_wanted``): the car fails to
+stop (vanish), fails to stop and confirms the target sign instead (misclassify), leaves its lane
+(steer). The optimizer uses it to choose among its best patches by driving them.
 """
 
 from __future__ import annotations
@@ -120,6 +124,11 @@ class Goal(abc.ABC):
     def result(self, clean: dict[str, np.ndarray], adv: dict[str, np.ndarray]) -> HeldoutResult:
         """The success test over all samples, from the clean and the patched measurements."""
 
+    def drove_as_wanted(self, outcome: dict) -> bool | None:
+        """Whether a closed-loop episode's ``outcome`` (see :mod:`patchsim.closedloop.outcomes`) is the
+        failure this goal is after; None when the goal has no closed-loop test."""
+        return None
+
     def check_victim(self, victim, spec: str) -> None:
         """A ConfigError naming the key when ``victim`` cannot serve this goal."""
         is_lanekeeper = hasattr(victim, "road_view")
@@ -205,6 +214,10 @@ class Vanish(DetectorGoal):
     name = "vanish"
     hides_source = True
 
+    def drove_as_wanted(self, outcome: dict) -> bool | None:
+        stopped = outcome.get("stopped_before_line")  # the car fails to stop: it runs the line or never brakes
+        return None if stopped is None else not stopped
+
     def success(self, clean_hit, adv_hit, adv_target):
         return (~adv_hit)[clean_hit]  # a sign missed even without the patch is no success of the patch
 
@@ -213,6 +226,13 @@ class Misclassify(DetectorGoal):
     name = "misclassify"
     hides_source = True
     wants_target = True
+
+    def drove_as_wanted(self, outcome: dict) -> bool | None:
+        if outcome.get("stopped_before_line") is None:
+            return None
+        # no stop, and the target class confirmed instead (the planner's speed limit)
+        return (not outcome["stopped_before_line"]) and bool(outcome.get("speed_limit_confirmed")) \
+            if self.target_class == "speed_limit" else not outcome["stopped_before_line"]
 
     def success(self, clean_hit, adv_hit, adv_target):
         return (adv_target & ~adv_hit)[clean_hit]
@@ -240,6 +260,9 @@ class Steer(Goal):
 
     def loss(self, victim, batch) -> torch.Tensor:
         return -self.sign * victim(batch.images).float()
+
+    def drove_as_wanted(self, outcome: dict) -> bool | None:
+        return bool(outcome.get("lane_departure"))
 
     def measure(self, victim, batch, margin: bool = False) -> dict[str, torch.Tensor]:
         return {"steer_deg": victim(batch.images).float().cpu() * STEER_DEG_PER_UNIT}

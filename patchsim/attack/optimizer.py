@@ -24,6 +24,7 @@ every piece of state, so a resumed run ends with the same patch as an uninterrup
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -43,13 +44,13 @@ from patchsim.attack.patch import (
     sticker_rects,
     total_variation,
 )
-from patchsim.config import to_dict
+from patchsim.config import from_dict, to_dict
 from patchsim.eot.pipeline import EOT, Background
 from patchsim.eot.pool import SAMPLING_SCHEME, BackgroundPool
 from patchsim.eot.printer import load_profile, non_printability
 from patchsim.eot.scenes import SceneBank, build_sim_bank, load_photo_bank
 from patchsim.eot.transforms import params_to_json, select
-from patchsim.errors import CheckpointError
+from patchsim.errors import CheckpointError, ConfigError
 from patchsim.runs import atomic_path, manifest, output_dir, write_image, write_json, write_text
 
 
@@ -279,6 +280,8 @@ def _optimize(cfg: AttackConfig, out: Path, resume: bool, progress: bool) -> Att
             torch.save({"colours": patch.colours.detach().clone(), "mask": patch.mask.detach().clone(),
                         "optimizer": opt.state_dict(), "state": state}, tmp)
 
+    drives = bool(cfg.closed_loop_seeds) and not cfg.heldout.photos
+    n_candidates = cfg.closed_loop_candidates if drives else 1
     pool = BackgroundPool.for_steps(eot, bank, cfg.batch, cfg.seed, cfg.device)
     writer = _tensorboard(out)
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=cfg.name, disable=not progress, leave=False)
@@ -315,6 +318,11 @@ def _optimize(cfg: AttackConfig, out: Path, resume: bool, progress: bool) -> Att
             if (score, tie) > (state["best_score"], state["best_tiebreak"]):
                 state["best_score"], state["best_tiebreak"], state["best_step"] = score, tie, step + 1
                 state["best_colours"] = patch.image().detach().clone()
+            if n_candidates > 1:  # the best few, to be driven in closed loop at the end
+                state["candidates"] = sorted(
+                    [*state.get("candidates", []), {"step": step + 1, "score": score, "tie": tie,
+                                                    "colours": patch.image().detach().clone()}],
+                    key=lambda c: (c["score"], c["tie"]), reverse=True)[:n_candidates]
             if writer:
                 writer.add_scalar("heldout/success_rate", score, step + 1)
             bar.set_postfix(loss=f"{parts['loss']:.3f}", heldout=f"{score:.2f}")
@@ -339,6 +347,12 @@ def _optimize(cfg: AttackConfig, out: Path, resume: bool, progress: bool) -> Att
     if writer:
         writer.close()
 
+    selection = None
+    if len(state.get("candidates", [])) > 1:
+        selection = _choose_by_driving(cfg, out, patch, state["candidates"], objective.goal, progress)
+        best_step = selection["chosen_step"]
+        chosen = next(c for c in state["candidates"] if c["step"] == best_step)
+        state["best_step"], state["best_score"], state["best_colours"] = best_step, chosen["score"], chosen["colours"]
     best = state["best_colours"] if state["best_colours"] is not None else patch.image().detach()
     patch.colours.data.copy_(best)
     final = heldout_eval(best, heldout, {})
@@ -347,14 +361,53 @@ def _optimize(cfg: AttackConfig, out: Path, resume: bool, progress: bool) -> Att
                "optimize_s": round(state["elapsed_s"] - state["eval_s"], 1), "eval_s": round(state["eval_s"], 1),
                "wall_s": round(time.perf_counter() - t_start, 1),
                "coverage": round(patch.coverage(), 4)}
+    if selection is not None:
+        metrics["closed_loop_selection"] = selection
     failures = np.where(~final.success)[0].tolist()
     write_json(out / "failures.json", {"indices": failures,
                                        "params": params_to_json(select(heldout, failures)) if failures else None})
     _write_outputs(out, cfg, patch, state, metrics, profile)
-    if cfg.closed_loop_seeds and not cfg.heldout.photos:
+    if drives:
         metrics["closed_loop"] = closed_loop_check(cfg, out, progress)
         _write_outputs(out, cfg, patch, state, metrics, profile)
     return AttackResult(out, metrics, patch)
+
+
+def _choose_by_driving(cfg: AttackConfig, out: Path, patch: Patch, candidates: list[dict], goal,
+                       progress: bool = False) -> dict:
+    """Drive each candidate patch (the best few by held-out score) on the held-out scenario for
+    ``cfg.closed_loop_seeds`` seeds and return which one failed the car as the goal wants most often
+    (ties: the better held-out score). Candidates and their drives are in ``OUT/candidates/``."""
+    from patchsim.closedloop.run import run_scenario
+
+    folder = out / "candidates"
+    keep = patch.colours.detach().clone()
+    dirs = {}
+    for c in candidates:
+        d = folder / f"step{c['step']:06d}"
+        patch.colours.data.copy_(c["colours"])
+        write_image(d / "patch_rgba.png", patch.rgba())
+        name = f"{cfg.name}-step{c['step']}"
+        write_json(d / "patch.json", {"patch_id": name, "victim": cfg.victim, "files": {"rgba": "patch_rgba.png"},
+                                      "slot": {"name": patch.slot.name, "kind": patch.slot.kind,
+                                               "size_m": list(patch.slot.size_m), "sign_kind": patch.slot.sign_kind}})
+        dirs[name] = (d, c)
+    patch.colours.data.copy_(keep)
+    steers = cfg.victim_kind == "lanekeeper"
+    run_scenario(cfg.heldout.scenario, folder / "closed_loop", [str(d) for d, _ in dirs.values()],
+                 cfg.closed_loop_seeds, seed_start=cfg.heldout.seed,
+                 detector="detector:default" if steers else cfg.victim, lanekeeper=cfg.victim if steers else None,
+                 videos=0, progress=progress)
+    episodes = json.loads((folder / "closed_loop" / "results.json").read_text())["episodes"]
+    rows = []
+    for name, (_, c) in dirs.items():
+        wanted = [goal.drove_as_wanted(e["outcome"]) for e in episodes if e["job"]["variant"] == name]
+        wanted = [w for w in wanted if w is not None]
+        rate = sum(wanted) / len(wanted) if wanted else 0.0
+        rows.append({"step": c["step"], "drove_as_wanted": round(rate, 4), "heldout_success_rate": round(c["score"], 4),
+                     "tiebreak": round(c["tie"], 4)})
+    best = max(rows, key=lambda r: (r["drove_as_wanted"], r["heldout_success_rate"], r["tiebreak"]))
+    return {"seeds": cfg.closed_loop_seeds, "chosen_step": best["step"], "candidates": rows}
 
 
 def closed_loop_check(cfg: AttackConfig, out: Path, progress: bool = False) -> dict:
@@ -405,8 +458,12 @@ def _check_resume(cfg: AttackConfig, out: Path, state: dict) -> list[str]:
     cfg_path = out / "config.yaml"
     if not cfg_path.is_file():
         raise CheckpointError(f"{cfg_path}: missing beside the checkpoint; start the run again with a new --out")
-    saved = yaml.safe_load(cfg_path.read_text())
-    differ = _differing_keys(saved, yaml.safe_load(yaml.safe_dump(to_dict(cfg))))
+    try:  # keys added to patchsim since the run started take their defaults, as the run had them
+        saved = to_dict(from_dict(AttackConfig, yaml.safe_load(cfg_path.read_text()), str(cfg_path)))
+    except ConfigError as exc:
+        raise CheckpointError(f"{exc}; this run cannot be resumed by this patchsim, start it again with a new --out") \
+            from exc
+    differ = _differing_keys(yaml.safe_load(yaml.safe_dump(saved)), yaml.safe_load(yaml.safe_dump(to_dict(cfg))))
     fixed = [k for k in differ if k not in EXTENDABLE]
     if fixed:
         raise CheckpointError(f"{cfg_path} differs from the config given in {', '.join(fixed[:5])}"

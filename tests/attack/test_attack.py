@@ -211,6 +211,9 @@ def test_a_finished_run_is_extended_with_more_steps(tmp_path):
     with pytest.raises(CheckpointError, match="has made 4 steps; --steps 2 is fewer"):
         run_attack(cfg, run, resume=True, progress=False)
     cfg.steps = 8
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["closed_loop_candidates"]  # a run made before the key existed resumes with its default
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
     more = run_attack(cfg, run, resume=True, progress=False)
     state = torch.load(run / "checkpoint.pt", weights_only=True)["state"]
     assert more.metrics["steps"] == 8 and len(state["history"]) == 8

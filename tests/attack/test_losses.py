@@ -85,3 +85,14 @@ def test_each_goal_tests_success_its_own_way():
     steer = make_goal("steer", steer_direction="right").result({"steer_deg": np.zeros(3)},
                                                                {"steer_deg": np.array([-2.0, 0.5, 3.0])})
     assert steer.success.tolist() == [True, False, False] and steer.summary()["mean_steer_change_deg"] == 0.5
+
+
+def test_each_goal_names_the_closed_loop_failure_it_is_after():
+    ran = {"stopped_before_line": False, "speed_limit_confirmed": False, "lane_departure": False}
+    stopped = {**ran, "stopped_before_line": True}
+    confused = {**ran, "speed_limit_confirmed": True}
+    assert make_goal("vanish").drove_as_wanted(ran) and not make_goal("vanish").drove_as_wanted(stopped)
+    wrong = make_goal("misclassify", target_class="speed_limit")
+    assert wrong.drove_as_wanted(confused) and not wrong.drove_as_wanted(ran)  # no stop is not enough
+    assert make_goal("steer").drove_as_wanted({"lane_departure": True, "stopped_before_line": None})
+    assert make_goal("vanish").drove_as_wanted({"lane_departure": False, "stopped_before_line": None}) is None
