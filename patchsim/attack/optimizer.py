@@ -319,10 +319,10 @@ def _optimize(cfg: AttackConfig, out: Path, resume: bool, progress: bool) -> Att
                 state["best_score"], state["best_tiebreak"], state["best_step"] = score, tie, step + 1
                 state["best_colours"] = patch.image().detach().clone()
             if n_candidates > 1:  # the best few, to be driven in closed loop at the end
-                state["candidates"] = sorted(
-                    [*state.get("candidates", []), {"step": step + 1, "score": score, "tie": tie,
-                                                    "colours": patch.image().detach().clone()}],
-                    key=lambda c: (c["score"], c["tie"]), reverse=True)[:n_candidates]
+                state["candidates"] = _keep_candidates(
+                    state.get("candidates", []), {"step": step + 1, "score": score, "tie": tie,
+                                                  "colours": patch.image().detach().clone()},
+                    n_candidates, max(cfg.eval_every, cfg.steps // (2 * n_candidates)))
             if writer:
                 writer.add_scalar("heldout/success_rate", score, step + 1)
             bar.set_postfix(loss=f"{parts['loss']:.3f}", heldout=f"{score:.2f}")
@@ -371,6 +371,18 @@ def _optimize(cfg: AttackConfig, out: Path, resume: bool, progress: bool) -> Att
         metrics["closed_loop"] = closed_loop_check(cfg, out, progress)
         _write_outputs(out, cfg, patch, state, metrics, profile)
     return AttackResult(out, metrics, patch)
+
+
+def _keep_candidates(kept: list[dict], new: dict, n: int, min_gap_steps: int) -> list[dict]:
+    """The ``n`` best patches by held-out (score, tie-break), at least ``min_gap_steps`` apart: of two
+    nearer than that the better stays, so the candidates come from different stages of the run
+    (neighbouring steps give nearly the same patch, which a drive cannot tell apart)."""
+    rank = (new["score"], new["tie"])
+    near = [c for c in kept if abs(c["step"] - new["step"]) < min_gap_steps]
+    if any((c["score"], c["tie"]) >= rank for c in near):
+        return kept
+    rest = [c for c in kept if all(c is not d for d in near)] + [new]
+    return sorted(rest, key=lambda c: (c["score"], c["tie"]), reverse=True)[:n]
 
 
 def _choose_by_driving(cfg: AttackConfig, out: Path, patch: Patch, candidates: list[dict], goal,

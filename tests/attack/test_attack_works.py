@@ -46,6 +46,16 @@ def test_the_patch_kept_is_the_candidate_that_fails_the_car_most(tmp_path, near_
     assert m["closed_loop"]["seeds"] == 2 and "stopped_before_line" in m["closed_loop"]["patched"]
 
 
+def test_closed_loop_candidates_come_from_different_stages_of_the_run():
+    from patchsim.attack.optimizer import _keep_candidates
+
+    kept: list = []
+    for step, score in ((25, 0.5), (50, 0.9), (75, 0.95), (100, 0.9), (150, 0.8), (175, 0.85), (250, 0.6)):
+        kept = _keep_candidates(kept, {"step": step, "score": score, "tie": 0.0}, 3, 60)
+    # 75 displaced 50 (nearer than 60 steps); 100 lost to 75; 175 displaced 150; 250 is third
+    assert [c["step"] for c in kept] == [75, 175, 250]
+
+
 @pytest.mark.slow
 def test_an_optimized_poster_makes_the_car_run_the_stop_sign(tmp_path, near_stop_scenario):
     run_attack(_small_poster(near_stop_scenario, 300), tmp_path / "poster", progress=False)
