@@ -4,7 +4,7 @@
     python bench/bench_vs_art.py [--budget-s 300] [--batch 12]
 
 Task: a full-face poster that hides the stop sign from the default detector. Both attackers get
-the same 48 training frames (patchsim's stop_poster_vanish scene bank) and the same wall-time
+the same training frames (patchsim's stop_poster_vanish scene bank) and the same wall-time
 budget; every 25 steps each patch is scored on the same held-out conditions (patchsim's held-out
 EOT samples: other scenes, full frames). ART needs an adapter for the YOLO victim (below): it
 sees each frame as a 256 px window centred on the sign, scaled so the face is 64 px, and places
@@ -93,6 +93,7 @@ def main() -> None:
     from patchsim.attack.patch import Patch, SlotInfo
     from patchsim.eot.pipeline import EOT
     from patchsim.eot.printer import load_profile
+    from patchsim.eot.transforms import params_from_json
     from patchsim.victims.detector import load_detector
 
     ap = argparse.ArgumentParser()
@@ -128,7 +129,7 @@ def main() -> None:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     det = load_detector(cfg.victim)
-    bank, heldout_bank = _banks(cfg, ours_dir)
+    bank, heldout_bank, _ = _banks(cfg)  # the shared cache: the same frames the patchsim run used
     x, y, quads = art_windows(bank)
     estimator = PyTorchYolo(model=YoloVanishModule(det), input_shape=(3, WINDOW_PX, WINDOW_PX), clip_values=(0.0, 1.0),
                             attack_losses=("loss_total",), device_type="cpu")
@@ -141,7 +142,8 @@ def main() -> None:
     eot = EOT(cfg.eot, load_profile("default"))
     slot = SlotInfo("stop_face", bank.slot_kind, bank.slot_size_m, bank.sign_kind)
     poster = Patch(slot, cfg.patch)
-    heldout = eot.sample(heldout_bank, 64, torch.Generator().manual_seed(cfg.seed + 99_991), full_frame=True)
+    # the held-out samples patchsim's curve was scored on (its selection set), so both curves share them
+    heldout = params_from_json(json.loads((ours_dir / "heldout_params.json").read_text())["select"])
     cache: dict = {}
     art_curve, art_time = [], 0.0
     step = 0
