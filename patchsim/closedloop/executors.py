@@ -10,6 +10,7 @@ traceback) and the others go on.
 from __future__ import annotations
 
 import json
+import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -23,13 +24,15 @@ EXECUTORS = ("local", "ray")
 
 
 def finished(episodes_dir: Path, job: EpisodeJob) -> dict[str, Any] | None:
-    """The stored result of ``job``, or None when it has not finished (a damaged file counts as not finished)."""
+    """The stored result of ``job``, or None when it has not finished. A damaged file (writes are atomic, so
+    only outside damage makes one) counts as not finished: the episode runs again, with a line saying so."""
     path = Path(episodes_dir) / f"{job.job_id}.json"
     if not path.is_file():
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        print(f"{path}: damaged ({type(exc).__name__}); running this episode again", file=sys.stderr)
         return None
 
 

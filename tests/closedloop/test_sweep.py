@@ -105,3 +105,15 @@ def test_sweep_file_errors_name_the_file_key_and_line(tmp_path, near_stop_scenar
     write_patch_run(road_patch, np.zeros((8, 8, 4), np.uint8), slot="road_patch", kind="road")
     with pytest.raises(ConfigError, match="slot 'road_patch'.*slots: stop_face"):
         run_sweep(_sweep_file(tmp_path, near_stop_scenario, road_patch, {}), tmp_path / "x", progress=False)
+
+
+def test_a_damaged_episode_file_is_run_again_with_a_line_saying_so(tmp_path, capsys):
+    from patchsim.closedloop.executors import finished
+    from patchsim.closedloop.jobs import EpisodeJob
+
+    job = EpisodeJob("scenarios/stop_sign_approach.yaml", 0, "planner", "detector:default")
+    (tmp_path / f"{job.job_id}.json").write_text('{"job_id": "trunc')
+    assert finished(tmp_path, job) is None
+    assert f"{job.job_id}.json: damaged" in capsys.readouterr().err
+    (tmp_path / f"{job.job_id}.json").write_text(json.dumps({"job_id": job.job_id, "outcome": {}}))
+    assert finished(tmp_path, job)["job_id"] == job.job_id
