@@ -29,9 +29,14 @@ def cache_key(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def entry_path(kind: str, key: str, suffix: str = ".pt") -> Path:
+def check_kind(kind: str) -> None:
+    """A ValueError naming ``kind`` when the cache has no such kind of entry."""
     if kind not in KINDS:
         raise ValueError(f"unknown cache kind {kind!r} (kinds: {', '.join(KINDS)})")
+
+
+def entry_path(kind: str, key: str, suffix: str = ".pt") -> Path:
+    check_kind(kind)
     return cache_dir() / kind / f"{key}{suffix}"
 
 

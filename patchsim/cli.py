@@ -477,8 +477,8 @@ def cache(
     """The shared cache (scene banks that runs reuse): where it is and its size; --clear empties it."""
     from patchsim import cache as shared
 
-    if kind is not None and kind not in shared.KINDS:
-        _fail(ValueError(f"--kind must be one of {', '.join(shared.KINDS)}, not {kind!r}"))
+    if kind is not None:
+        _run(shared.check_kind, kind)
     if clear:
         freed = shared.clear(kind)
         typer.echo(f"cleared {freed / 1e6:.1f} MB from {shared.cache_dir()}")

@@ -14,8 +14,6 @@ from patchsim.eot.scenes import SceneConfig
 DEFAULTS_DIR = Path(__file__).resolve().parent.parent / "defaults"
 
 
-
-
 @dataclass
 class AttackConfig:
     name: str = param("stop_sticker_vanish", help="label for reports")

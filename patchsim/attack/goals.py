@@ -228,11 +228,12 @@ class Misclassify(DetectorGoal):
     wants_target = True
 
     def drove_as_wanted(self, outcome: dict) -> bool | None:
-        if outcome.get("stopped_before_line") is None:
+        stopped = outcome.get("stopped_before_line")
+        if stopped is None:
             return None
-        # no stop, and the target class confirmed instead (the planner's speed limit)
-        return (not outcome["stopped_before_line"]) and bool(outcome.get("speed_limit_confirmed")) \
-            if self.target_class == "speed_limit" else not outcome["stopped_before_line"]
+        if self.target_class != "speed_limit":  # the planner confirms only stop signs and speed limits
+            return not stopped
+        return not stopped and bool(outcome.get("speed_limit_confirmed"))  # a speed limit confirmed instead
 
     def success(self, clean_hit, adv_hit, adv_target):
         return (adv_target & ~adv_hit)[clean_hit]

@@ -304,7 +304,8 @@ def _optimize(cfg: AttackConfig, out: Path, resume: bool, progress: bool) -> Att
                 writer.add_scalar(f"train/{k}", v, step + 1)
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             t_eval = time.perf_counter()
-            res = heldout_eval(patch.image().detach(), select_params, clean_cache, margin=cfg.select_by_margin)
+            image = patch.image().detach().clone()  # scored, and kept if it is the best or a candidate
+            res = heldout_eval(image, select_params, clean_cache, margin=cfg.select_by_margin)
             state["eval_s"] += time.perf_counter() - t_eval
             score, tie = res.selection_score
             optimize_s = elapsed0 + time.perf_counter() - t_loop - state["eval_s"]
@@ -317,11 +318,10 @@ def _optimize(cfg: AttackConfig, out: Path, resume: bool, progress: bool) -> Att
             # patch (select_by_margin) by how far its scores are past the goal
             if (score, tie) > (state["best_score"], state["best_tiebreak"]):
                 state["best_score"], state["best_tiebreak"], state["best_step"] = score, tie, step + 1
-                state["best_colours"] = patch.image().detach().clone()
+                state["best_colours"] = image
             if n_candidates > 1:  # the best few, to be driven in closed loop at the end
                 state["candidates"] = _keep_candidates(
-                    state.get("candidates", []), {"step": step + 1, "score": score, "tie": tie,
-                                                  "colours": patch.image().detach().clone()},
+                    state.get("candidates", []), {"step": step + 1, "score": score, "tie": tie, "colours": image},
                     n_candidates, max(cfg.eval_every, cfg.steps // (2 * n_candidates)))
             if writer:
                 writer.add_scalar("heldout/success_rate", score, step + 1)
@@ -373,6 +373,23 @@ def _optimize(cfg: AttackConfig, out: Path, resume: bool, progress: bool) -> Att
     return AttackResult(out, metrics, patch)
 
 
+def _drive_heldout(cfg: AttackConfig, out: Path, patch_dirs: list[Path], progress: bool) -> dict:
+    """``run_scenario`` of the held-out scenario for ``cfg.closed_loop_seeds`` seeds from the held-out seed,
+    clean and with each patch; the victim drives (a lane-keeper) or sits in the planner (a detector)."""
+    from patchsim.closedloop.run import run_scenario
+
+    steers = cfg.victim_kind == "lanekeeper"
+    return run_scenario(cfg.heldout.scenario, out, [str(d) for d in patch_dirs], cfg.closed_loop_seeds,
+                        seed_start=cfg.heldout.seed, detector="detector:default" if steers else cfg.victim,
+                        lanekeeper=cfg.victim if steers else None, videos=0, progress=progress)
+
+
+def _slot_doc(patch: Patch) -> dict:
+    """The slot a patch is made for, as ``patch.json`` records it."""
+    s = patch.slot
+    return {"name": s.name, "kind": s.kind, "size_m": list(s.size_m), "sign_kind": s.sign_kind}
+
+
 def _keep_candidates(kept: list[dict], new: dict, n: int, min_gap_steps: int) -> list[dict]:
     """The ``n`` best patches by held-out (score, tie-break), at least ``min_gap_steps`` apart: of two
     nearer than that the better stays, so the candidates come from different stages of the run
@@ -390,8 +407,6 @@ def _choose_by_driving(cfg: AttackConfig, out: Path, patch: Patch, candidates: l
     """Drive each candidate patch (the best few by held-out score) on the held-out scenario for
     ``cfg.closed_loop_seeds`` seeds and return which one failed the car as the goal wants most often
     (ties: the better held-out score). Candidates and their drives are in ``OUT/candidates/``."""
-    from patchsim.closedloop.run import run_scenario
-
     folder = out / "candidates"
     keep = patch.colours.detach().clone()
     dirs = {}
@@ -401,15 +416,10 @@ def _choose_by_driving(cfg: AttackConfig, out: Path, patch: Patch, candidates: l
         write_image(d / "patch_rgba.png", patch.rgba())
         name = f"{cfg.name}-step{c['step']}"
         write_json(d / "patch.json", {"patch_id": name, "victim": cfg.victim, "files": {"rgba": "patch_rgba.png"},
-                                      "slot": {"name": patch.slot.name, "kind": patch.slot.kind,
-                                               "size_m": list(patch.slot.size_m), "sign_kind": patch.slot.sign_kind}})
+                                      "slot": _slot_doc(patch)})
         dirs[name] = (d, c)
     patch.colours.data.copy_(keep)
-    steers = cfg.victim_kind == "lanekeeper"
-    run_scenario(cfg.heldout.scenario, folder / "closed_loop", [str(d) for d, _ in dirs.values()],
-                 cfg.closed_loop_seeds, seed_start=cfg.heldout.seed,
-                 detector="detector:default" if steers else cfg.victim, lanekeeper=cfg.victim if steers else None,
-                 videos=0, progress=progress)
+    _drive_heldout(cfg, folder / "closed_loop", [d for d, _ in dirs.values()], progress)
     episodes = json.loads((folder / "closed_loop" / "results.json").read_text())["episodes"]
     rows = []
     for name, (_, c) in dirs.items():
@@ -428,14 +438,7 @@ def closed_loop_check(cfg: AttackConfig, out: Path, progress: bool = False) -> d
 
     Returns the per-variant outcome rates of the patched and clean runs (``clean``, ``patched``).
     """
-    from patchsim.closedloop.run import run_scenario
-
-    steers = cfg.victim_kind == "lanekeeper"
-    detector = "detector:default" if steers else cfg.victim
-    lanekeeper = cfg.victim if steers else None
-    summary = run_scenario(cfg.heldout.scenario, out / "closed_loop", [str(out)], cfg.closed_loop_seeds,
-                           seed_start=cfg.heldout.seed, detector=detector, lanekeeper=lanekeeper, videos=0,
-                           progress=progress)
+    summary = _drive_heldout(cfg, out / "closed_loop", [out], progress)
     variants = summary["variants"]
     patched = next(v for k, v in variants.items() if k != "clean")
     keep = ("stopped_before_line", "ran_stop_sign", "stop_confirmed", "speed_limit_confirmed", "lane_departure")
@@ -558,8 +561,7 @@ def _write_outputs(out: Path, cfg: AttackConfig, patch: Patch, state: dict, metr
     _plot_curves(out / "curves.png", state)
     doc = {
         "patch_id": f"{cfg.name}-s{cfg.seed}",
-        "slot": {"name": patch.slot.name, "kind": patch.slot.kind, "size_m": list(patch.slot.size_m),
-                 "sign_kind": patch.slot.sign_kind},
+        "slot": _slot_doc(patch),
         "pixels_per_m": cfg.patch.pixels_per_m,
         "print_dpi": cfg.patch.print_dpi,
         "mask": {"kind": cfg.patch.mask, "coverage": round(patch.coverage(), 4), "pieces": patch.pieces(),

@@ -336,7 +336,8 @@ def convolve(images: torch.Tensor, kernel: torch.Tensor, context: bool = False) 
     side and the result is that much smaller on each side.
 
     kornia's ``filter2d``: ``bench/bench_ops.py`` measured it at the same output as the grouped
-    channels-last convolution patchsim had, and 0.80-0.96x its time (256-512 px windows, batch 12).
+    channels-last convolution patchsim had, and 0.74-0.97x its time (256-512 px windows, batch 12,
+    repeated runs).
     """
     from kornia.filters import filter2d
 

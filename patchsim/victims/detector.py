@@ -130,7 +130,7 @@ class YoloDetector(torch.nn.Module):
         found = [i for i, n in self.names.items() if _norm(n) in aliases]
         if not found:
             raise ConfigError(f"class {name!r} is not in detector {self.source or 'model'} "
-                           f"(it has: {', '.join(self.names.values())})")
+                              f"(it has: {', '.join(self.names.values())})")
         return sorted(found)
 
     def class_score(self, raw: RawDetections, name: str) -> torch.Tensor:
