@@ -129,7 +129,7 @@ def main() -> None:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     det = load_detector(cfg.victim)
-    bank, heldout_bank, _ = _banks(cfg)  # the shared cache: the same frames the patchsim run used
+    bank, heldout_bank, _ = scene_banks(cfg)  # the shared cache: the same frames the patchsim run used
     x, y, quads = art_windows(bank)
     estimator = PyTorchYolo(model=YoloVanishModule(det), input_shape=(3, WINDOW_PX, WINDOW_PX), clip_values=(0.0, 1.0),
                             attack_losses=("loss_total",), device_type="cpu")

@@ -23,6 +23,9 @@ app.add_typer(data_app, name="data")
 scenario_app = typer.Typer(no_args_is_help=True, help="Closed-loop scenario tests: runs and sweeps.")
 app.add_typer(victims_app, name="victims")
 app.add_typer(scenario_app, name="scenario")
+harden_app = typer.Typer(no_args_is_help=True, help="Hardening: adversarial training against patches, judged by "
+                                                    "fresh attacks in closed loop.")
+app.add_typer(harden_app, name="harden")
 
 SimOpt = Annotated[str, typer.Option("--sim", help="simulator: embedded (built in) or carla (a running server)")]
 CarlaOpt = Annotated[Optional[str], typer.Option(
@@ -487,6 +490,83 @@ def cache(
     typer.echo(f"{info['dir']}: {info['bytes'] / 1e6:.1f} MB")
     for name, k in info["kinds"].items():
         typer.echo(f"  {name}: {k['entries']} entries, {k['bytes'] / 1e6:.1f} MB")
+
+
+# --------------------------------------------------------------------------- hardening
+
+
+@harden_app.command("detector")
+def harden_detector(
+    out: Path = typer.Option(..., "--out", help="run directory (a killed run resumes after its last finished round)"),
+    config: Optional[Path] = typer.Option(None, help="hardening YAML (default: the built-in defaults)"),
+    baseline: Optional[str] = typer.Option(None, help="detector to harden (default detector:default)"),
+    data: Optional[str] = typer.Option(None, help="data.yaml of `patchsim data generate --task detector`"),
+    rounds: Optional[int] = typer.Option(None, help="override the number of rounds"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N, or 0,1 for Ultralytics' multi-GPU training"),
+    seed: Optional[int] = typer.Option(None, help="override the seed"),
+    progress: bool = typer.Option(True, help="show progress bars"),
+) -> None:
+    """Adversarial training of a detector: rounds of attacks on it and fine-tuning on patched signs."""
+    from patchsim.harden.config import load_harden_config
+    from patchsim.harden.detector import harden_detector as run
+
+    cfg = _run(load_harden_config, config, baseline=baseline, data=data, rounds=rounds, device=device, seed=seed)
+    report = _run(run, cfg, out, progress=progress)
+    for r in report["rounds"]:
+        rates = ", ".join(f"{a['attack']} {a['heldout_success_rate']:.0%}" for a in r["attacks"])
+        typer.echo(f"round {r['round']}: attacks on the model entering it: {rates}; "
+                   f"val mAP50 after {r['val_metrics'].get('metrics/mAP50(B)', float('nan')):.3f}")
+    typer.echo(f"hardened detector -> {report['detector']} (Ultralytics: {report['ultralytics_weights']}); "
+               f"judge it with `patchsim harden eval --model {report['detector']}`")
+
+
+@harden_app.command("lanekeeper")
+def harden_lanekeeper(
+    out: Path = typer.Option(..., "--out", help="run directory (a killed run resumes after its last finished round)"),
+    model: Optional[str] = typer.Option(None, help="pilotnet or lanenet (default pilotnet)"),
+    config: Optional[Path] = typer.Option(None, help="hardening YAML (default: the built-in defaults)"),
+    baseline: Optional[str] = typer.Option(None, help="lane-keeper to harden (default lanekeeper:MODEL)"),
+    rounds: Optional[int] = typer.Option(None, help="override the number of rounds"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N"),
+    seed: Optional[int] = typer.Option(None, help="override the seed"),
+    progress: bool = typer.Option(True, help="show progress bars"),
+) -> None:
+    """Adversarial training of a lane-keeper: rounds of road-marking attacks and DAgger drives over them."""
+    from patchsim.harden.config import load_harden_config
+    from patchsim.harden.lanekeeper import HardenLaneKeeperConfig
+    from patchsim.harden.lanekeeper import harden_lanekeeper as run
+
+    cfg = _run(load_harden_config, config, HardenLaneKeeperConfig, model=model, baseline=baseline, rounds=rounds,
+               device=device, seed=seed)
+    report = _run(run, cfg, out, progress=progress)
+    for r in report["rounds"]:
+        rates = ", ".join(f"{a['attack']} {a['heldout_success_rate']:.0%}" for a in r["attacks"])
+        typer.echo(f"round {r['round']}: attacks on the model entering it: {rates}; "
+                   f"{r['frames_patched']} patched and {r['frames_clean']} clean frames")
+    typer.echo(f"hardened lane-keeper -> {report['lanekeeper']}; judge it with "
+               f"`patchsim harden eval --model {report['lanekeeper']} --baseline {report['baseline']}`")
+
+
+@harden_app.command("eval")
+def harden_eval(
+    out: Path = typer.Option(..., "--out", help="output directory (a killed evaluation resumes its attacks)"),
+    model: Optional[str] = typer.Option(None, help="the hardened model (checkpoint path, detector:NAME, lanekeeper:NAME)"),
+    baseline: Optional[str] = typer.Option(None, help="the model it was hardened from (default detector:default)"),
+    config: Optional[Path] = typer.Option(None, help="evaluation YAML"),
+    data: Optional[str] = typer.Option(None, help="data.yaml whose test split gives clean mAP50"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N"),
+    progress: bool = typer.Option(True, help="show progress bars"),
+) -> None:
+    """Judge a hardened model: clean quality, fresh adaptive attacks, transfer, and closed loop, vs its baseline."""
+    from patchsim.harden.config import HardenEvalConfig, load_harden_config
+    from patchsim.harden.evaluate import evaluate_hardening
+
+    if model is None and config is None:
+        _fail(ValueError("--model is needed (or a --config that names model)"))
+    cfg = _run(load_harden_config, config, HardenEvalConfig, model=model, baseline=baseline, data=data, device=device)
+    report = _run(evaluate_hardening, cfg, out, progress=progress)
+    typer.echo((out / "report.md").read_text())
+    typer.echo(f"-> {out}/report.json ({report['wall_s']} s)")
 
 
 def main() -> None:

@@ -107,6 +107,19 @@ CASES = [
     ("calibrate-bad-name", "calibrate {t}/grey.png --name ../../x --profiles-dir {t}/out", "profile name '../../x'"),
     # cache
     ("cache-unknown-kind", "cache --kind nope", "nope"),
+    # harden
+    ("harden-missing-data", "harden detector --out {t}/out --data {t}/none.yaml", "none.yaml"),
+    ("harden-unknown-key", "harden detector --out {t}/out --config {t}/unknown_key.yaml", "colour_of_sky"),
+    ("harden-rounds", "harden detector --out {t}/out --rounds 0", "rounds"),
+    ("harden-device", "harden detector --out {t}/out --device banana", "banana"),
+    ("harden-unknown-baseline", "harden detector --out {t}/out --baseline detector:nope", "detector:nope"),
+    ("harden-unknown-attack", "harden detector --out {t}/out --config {t}/harden_bad_attack.yaml", "nope"),
+    ("harden-lanekeeper-model", "harden lanekeeper --out {t}/out --model resnet", "resnet"),
+    ("harden-lanekeeper-detector-attack", "harden lanekeeper --out {t}/out --config {t}/harden_sticker.yaml",
+     "not a lane-keeper attack"),
+    ("harden-eval-no-model", "harden eval --out {t}/out", "--model"),
+    ("harden-eval-unknown-model", "harden eval --out {t}/out --model {t}/none.pt", "none.pt"),
+    ("harden-eval-mixed-kinds", "harden eval --out {t}/out --model lanekeeper:pilotnet", "baseline"),
     # scenario run, sweep
     ("run-missing-scenario", "scenario run {t}/none.yaml --out {t}/out", "none.yaml"),
     ("run-empty-scenario", "scenario run {t}/empty.yaml --out {t}/out", "empty.yaml"),
@@ -142,6 +155,8 @@ def _inputs(t: Path) -> None:
     scenario["ego"]["speed_mps"] = "fast"
     (t / "bad_scenario.yaml").write_text(yaml.safe_dump(scenario, sort_keys=False))
     (t / "bad_sweep.yaml").write_text(f"scenario: {ROOT / STOP}\nseeds: 1\ngird:\n  ego.speed_mps: [8.0]\n")
+    (t / "harden_bad_attack.yaml").write_text("attacks:\n  - config: nope\n")
+    (t / "harden_sticker.yaml").write_text("attacks:\n  - config: stop_sticker_vanish\n")
     (t / "notvideo.mp4").write_text("this is not a video\n")
     (t / "blocker").write_text("a file where a folder is expected\n")
     (t / "emptydir").mkdir()

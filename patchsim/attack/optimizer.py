@@ -92,7 +92,7 @@ def _render_code_version() -> str:
     return h.hexdigest()[:16]
 
 
-def _banks(cfg: AttackConfig, progress: bool = False) -> tuple[SceneBank, SceneBank, str]:
+def scene_banks(cfg: AttackConfig, progress: bool = False) -> tuple[SceneBank, SceneBank, str]:
     """The training and held-out scene banks, from the shared cache when an identical configuration
     made them before (``patchsim cache``), else built and cached. Returns them and the cache key."""
     import sys
@@ -125,7 +125,7 @@ def _banks(cfg: AttackConfig, progress: bool = False) -> tuple[SceneBank, SceneB
     return banks[0], banks[1], key
 
 
-def _load_victim(cfg: AttackConfig):
+def load_attack_victim(cfg: AttackConfig):
     from patchsim.victims.registry import load_victim
 
     victim = load_victim(cfg.victim, device=cfg.device)
@@ -201,11 +201,11 @@ def _optimize(cfg: AttackConfig, out: Path, resume: bool, progress: bool) -> Att
         ck = _read_checkpoint(ckpt_path, cfg.device)
         extended = _check_resume(cfg, out, ck["state"])
     t_start = time.perf_counter()
-    victim = _load_victim(cfg)  # a wrong victim or class name fails here, before anything is written
+    victim = load_attack_victim(cfg)  # a wrong victim or class name fails here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     torch.manual_seed(cfg.seed)
-    bank, heldout_bank, bank_cache_key = _banks(cfg, progress)
+    bank, heldout_bank, bank_cache_key = scene_banks(cfg, progress)
     write_json(out / "run.json", manifest("attack", cfg.seed, to_dict(cfg), torch_threads=torch.get_num_threads(),
                                           scene_bank_cache_key=bank_cache_key))
     bank, heldout_bank = bank.to(cfg.device), heldout_bank.to(cfg.device)

@@ -205,11 +205,13 @@ def _progress_line(results: list[dict[str, Any]]) -> str:
 def run_sweep(sweep_file: str | Path, out_dir: str | Path, workers: int = 1, executor: str = "local",
               patches: list[str] | None = None, sim: SimSpec | None = None, ray_address: str | None = None,
               device: str = "cpu", progress: bool = True, report: bool = True,
-              samples: int | None = None) -> dict[str, Any]:
+              samples: int | None = None, detector: str | None = None,
+              lanekeeper: str | None = None) -> dict[str, Any]:
     """Run (or resume) a sweep; write its episodes, table, summary and report into ``out_dir``.
 
     Args:
         patches: attack run directories added to the sweep file's.
+        detector, lanekeeper: the victims in place of the sweep file's (a hardened model, say).
         samples: draw this many random conditions instead of the file's ``samples`` (a random sweep).
         sim: the simulator (default embedded); for CARLA the sweep file's ``carla_servers`` give
             each worker its own server.
@@ -219,6 +221,10 @@ def run_sweep(sweep_file: str | Path, out_dir: str | Path, workers: int = 1, exe
 
     spec, scenario = load_sweep(sweep_file)
     spec.patches = spec.patches + [str(p) for p in (patches or [])]
+    if detector is not None:
+        spec.detector = str(detector)
+    if lanekeeper is not None:
+        spec.lanekeeper = str(lanekeeper)
     if samples is not None:
         if not spec.random:
             raise ConfigError("the sweep draws no random conditions, so its number of samples cannot be set",

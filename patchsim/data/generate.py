@@ -261,22 +261,22 @@ def lane_samples(cfg: LaneDataConfig, policy=None, policy_share: float = 0.0, si
             sc.ego.heading_offset_deg = float(rng.uniform(-cfg.start_heading_deg, cfg.start_heading_deg))
             use_policy = policy is not None and rng.random() < policy_share
             driver = GroundTruthDriver(steer_noise_std=cfg.steer_noise, policy=policy if use_policy else None, rng=rng)
-            samples = _LaneSampleRecorder(cfg.every_n_steps)
+            samples = LaneSampleRecorder(cfg.every_n_steps)
 
             def leaving(frame: Frame) -> bool:
-                return _far_off_lane(frame) or frame.ego.s_m > sim.road.length_m - 30
+                return far_off_lane(frame) or frame.ego.s_m > sim.road.length_m - 30
 
             run_episode(sim, sc, None, driver, recorders=[samples], max_steps=cfg.steps_per_scene, until=leaving,
                         run_to_end=True)
             yield from samples.samples
 
 
-def _far_off_lane(frame: Frame) -> bool:
+def far_off_lane(frame: Frame) -> bool:
     """The car is so far off its lane that the rest of the drive teaches nothing."""
     return abs(frame.lane.lateral_offset_m) > frame.lane.width_m * 0.9
 
 
-class _LaneSampleRecorder:
+class LaneSampleRecorder:
     """Keeps one frame in ``every_n`` with the expert's steering, until the car is far off its lane."""
 
     def __init__(self, every_n: int):
@@ -285,7 +285,7 @@ class _LaneSampleRecorder:
         self._off_lane = False
 
     def on_frame(self, frame: Frame, control, record: dict) -> None:
-        self._off_lane |= _far_off_lane(frame)  # the frame that ends the drive is not kept
+        self._off_lane |= far_off_lane(frame)  # the frame that ends the drive is not kept
         if self._off_lane or frame.index % self.every_n:
             return
         self.samples.append(LaneSample(frame.image, np.isin(frame.labels, [LANE_MARKING_LABEL]), record["expert_steer"],

@@ -235,15 +235,18 @@ class EOT:
     # ------------------------------------------------------------------ rendering
 
     def printed(self, colours: torch.Tensor) -> torch.Tensor:
-        """(3, h, w) the colours as printed by the printer profile (the same colours without one)."""
-        return self.profile.apply(colours[None])[0] if self.profile is not None else colours
+        """(3, h, w) or (B, 3, h, w) the colours as printed by the printer profile (the same colours without one)."""
+        if self.profile is None:
+            return colours
+        return self.profile.apply(colours) if colours.dim() == 4 else self.profile.apply(colours[None])[0]
 
     def render(self, colours: torch.Tensor | None, mask: torch.Tensor | None, params: dict, bank: SceneBank,
                device: str | torch.device | None = None, background: Background | None = None,
                printed: bool = False) -> EOTBatch:
         """Render sampled conditions, with the patch (``colours`` (3, h, w), ``mask`` (1, h, w)) or without it
         (``colours=None``: the clean slot under the same conditions). ``printed``: ``colours`` already went
-        through :meth:`printed`.
+        through :meth:`printed`. ``colours`` (B, 3, h, w) and ``mask`` (B, 1, h, w) give each sample its own
+        patch (an attacker network's batch).
 
         ``background``: the clean frames of these samples through the camera (:meth:`background`),
         rendered earlier and reused; only the window around the slot is then rendered anew, and written
@@ -266,10 +269,12 @@ class EOT:
         roi = layout.roi
         seen = None
         if colours is not None:
-            seen = (colours if printed else self.printed(colours))[None].to(device)
+            seen = colours if printed else self.printed(colours)
+            seen = (seen if seen.dim() == 4 else seen[None]).to(device)
             seen = self.cfg.printer_error.apply(seen.expand(b, -1, -1, -1), {k: v.to(device) for k, v in
                                                                               params["printer_error"].items()})
-            cover = torch.cat([mask[None].to(device).expand(b, -1, -1, -1), layout.occlusion], 1)
+            masks = mask if mask.dim() == 4 else mask[None]
+            cover = torch.cat([masks.to(device).expand(b, -1, -1, -1), layout.occlusion], 1)
         else:
             cover = torch.cat([torch.zeros_like(layout.occlusion), layout.occlusion], 1)
         occ_col = params["occlusion"]["colour"].to(device)

@@ -255,6 +255,72 @@ def save_detector_checkpoint(path: str | Path, model: torch.nn.Module, names: di
     return Path(path)
 
 
+def _model_of(ckpt: dict, path: Path) -> torch.nn.Module:
+    """The trainable Ultralytics ``DetectionModel`` (float32, batch norms unfused) of a patchsim checkpoint."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    try:
+        model = DetectionModel(ckpt["yaml"], nc=len(ckpt["names"]), verbose=False)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: corrupt patchsim detector checkpoint ({exc})") from exc
+    model.names = {int(k): str(v) for k, v in ckpt["names"].items()}
+    return model
+
+
+def trainable_detector(spec: str | Path) -> tuple[torch.nn.Module, dict]:
+    """A detector's Ultralytics ``DetectionModel`` to train further (float32, unfused, on the CPU) and the
+    checkpoint's ``meta`` (empty for Ultralytics checkpoints), from a registry name or a path.
+
+    Raises:
+        CheckpointError: as :func:`load_detector`.
+    """
+    from patchsim.victims.offline import ultralytics
+    from patchsim.victims.registry import resolve_weights
+
+    ultralytics()
+    path = resolve_weights(spec, "detector")
+    if not path.is_file() or path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: detector checkpoint not found or empty")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        ckpt = None
+    if isinstance(ckpt, dict) and ckpt.get("format") == PATCHSIM_DETECTOR_FORMAT:
+        model, meta = _model_of(ckpt, path), dict(ckpt.get("meta", {}))
+    else:
+        from ultralytics.nn.tasks import torch_safe_load
+
+        try:
+            raw, _ = torch_safe_load(str(path), safe_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from exc
+        model = (raw.get("ema") or raw.get("model")) if isinstance(raw, dict) else None
+        if not isinstance(model, torch.nn.Module):
+            raise CheckpointError(f"{path}: no model inside the checkpoint")
+        model, meta = model.float(), {}
+    _check_detection_model(model, path)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model, meta
+
+
+def save_ultralytics_checkpoint(path: str | Path, model: torch.nn.Module, names: dict[int, str]) -> Path:
+    """Save ``model`` as Ultralytics saves its weights (``{"model": module, ...}``): it loads with
+    ``YOLO(path)``, ``yolo predict`` and as a patchsim victim path, and a trainer can start from it."""
+    from copy import deepcopy
+
+    from patchsim.runs import atomic_path
+
+    m = deepcopy(model).float().cpu()
+    m.names = {int(k): str(v) for k, v in names.items()}
+    for p in m.parameters():
+        p.requires_grad_(False)
+    with atomic_path(path) as tmp:
+        torch.save({"model": m.half(), "train_args": {"task": "detect"}, "epoch": -1}, tmp)
+    return Path(path)
+
+
 def load_detector(spec: str | Path, device: str | torch.device = "cpu", imgsz: int | None = None,
                   half: bool = False, trust_checkpoint: bool = False) -> YoloDetector:
     """Load a detector from a registry name (``detector:default``) or a checkpoint path.
@@ -279,8 +345,6 @@ def load_detector(spec: str | Path, device: str | torch.device = "cpu", imgsz: i
     from patchsim.victims.offline import ultralytics
 
     ultralytics()
-    from ultralytics.nn.tasks import DetectionModel
-
     model = None
     names: dict[int, str] = {}
     try:
@@ -288,11 +352,7 @@ def load_detector(spec: str | Path, device: str | torch.device = "cpu", imgsz: i
     except Exception:
         ckpt = None
     if isinstance(ckpt, dict) and ckpt.get("format") == PATCHSIM_DETECTOR_FORMAT:
-        try:
-            model = DetectionModel(ckpt["yaml"], nc=len(ckpt["names"]), verbose=False)
-            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
-        except (KeyError, RuntimeError) as exc:
-            raise CheckpointError(f"{path}: corrupt patchsim detector checkpoint ({exc})") from exc
+        model = _model_of(ckpt, path)
         names = ckpt["names"]
         imgsz = imgsz if imgsz is not None else ckpt.get("meta", {}).get("imgsz")
     else:

@@ -1,4 +1,5 @@
-"""Victim models by name: ``detector:default``, ``lanekeeper:pilotnet``, ``lanekeeper:lanenet``, or a path.
+"""Victim models by name: ``detector:default``, ``detector:hardened``, ``lanekeeper:pilotnet``,
+``lanekeeper:lanenet``, or a path.
 
 Shipped weights live in ``patchsim/assets/weights`` and are reproduced by the commands in
 ``patchsim/assets/weights/README.md``.
@@ -14,7 +15,7 @@ from patchsim.errors import CheckpointError
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "weights"
 
 SHIPPED: dict[str, dict[str, str]] = {
-    "detector": {"default": "detector_default.pt"},
+    "detector": {"default": "detector_default.pt", "hardened": "detector_hardened.pt"},
     "lanekeeper": {"pilotnet": "lanekeeper_pilotnet.pt", "lanenet": "lanekeeper_lanenet.pt"},
 }
 

@@ -42,6 +42,20 @@ class DetectorTrainConfig:
         check_device(self.device)
 
 
+#: Ultralytics augmentations for sign data: no horizontal flips (mirrored lettering is not a real sign)
+AUGMENT = dict(fliplr=0.0, scale=0.3, translate=0.1, mosaic=1.0)
+
+
+def results_metrics(results_csv: Path) -> dict[str, float]:
+    """The last epoch's validation metrics of an Ultralytics run (``metrics/mAP50(B)``, ...)."""
+    if not results_csv.is_file():
+        return {}
+    rows = [r.split(",") for r in results_csv.read_text().strip().splitlines()]
+    head = [h.strip() for h in rows[0]]
+    last = dict(zip(head, (v.strip() for v in rows[-1])))
+    return {k: float(v) for k, v in last.items() if k.startswith("metrics/")}
+
+
 def model_yaml(nc: int, names: list[str], width: float = MODEL_WIDTH, depth: float = MODEL_DEPTH) -> dict:
     """The YOLOv8 architecture with one custom scale."""
     from patchsim.victims.offline import ultralytics
@@ -107,9 +121,9 @@ def train_detector(cfg: DetectorTrainConfig, out_dir: str | Path) -> dict:
     args = dict(
         data=str(resolved_data), epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch, device=cfg.device,
         workers=cfg.workers, seed=cfg.seed, deterministic=True, project=str(out), name="ultralytics", exist_ok=True,
-        pretrained=False, amp=cfg.device != "cpu", plots=False, val=True, cache="ram", fliplr=0.0, scale=0.3,
-        translate=0.1, mosaic=1.0, close_mosaic=max(1, cfg.epochs // 5), patience=1000, verbose=False,
-        optimizer="AdamW", lr0=0.002, cos_lr=True, warmup_epochs=1.0,
+        pretrained=False, amp=cfg.device != "cpu", plots=False, val=True, cache="ram",
+        close_mosaic=max(1, cfg.epochs // 5), patience=1000, verbose=False,
+        optimizer="AdamW", lr0=0.002, cos_lr=True, warmup_epochs=1.0, **AUGMENT,
     )
     if cfg.time_h:
         args["time"] = cfg.time_h
@@ -122,13 +136,7 @@ def train_detector(cfg: DetectorTrainConfig, out_dir: str | Path) -> dict:
     seconds = time.perf_counter() - t0
     best = out / "ultralytics" / "weights" / "best.pt"
     trained = YOLO(str(best))
-    metrics = {}
-    csv = out / "ultralytics" / "results.csv"
-    if csv.is_file():
-        rows = [r.split(",") for r in csv.read_text().strip().splitlines()]
-        head = [h.strip() for h in rows[0]]
-        last = dict(zip(head, (v.strip() for v in rows[-1])))
-        metrics = {k: float(v) for k, v in last.items() if k.startswith("metrics/")}
+    metrics = results_metrics(out / "ultralytics" / "results.csv")
     ckpt = save_detector_checkpoint(out / "detector.pt", trained.model, dict(enumerate(names)), {
         "imgsz": cfg.inference_imgsz, "train_imgsz": cfg.imgsz, "train_config": to_dict(cfg),
         "val_metrics": metrics, "train_seconds": round(seconds, 1),

@@ -10,6 +10,7 @@ LaneNetKeeper learns from the label render's marking masks; its controller needs
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from patchsim.config import param, to_dict
-from patchsim.data.generate import LaneDataConfig, lane_samples
+from patchsim.data.generate import LaneDataConfig, LaneSample, lane_samples
 from patchsim.runs import manifest, write_json
 from patchsim.victims.lanekeeper import LaneNetKeeper, PilotNet, save_lanekeeper_checkpoint
 
@@ -42,15 +43,22 @@ class LaneTrainConfig:
 
 
 @dataclass
-class _Buffers:
+class LaneBuffers:
     pilot_views: list[torch.Tensor] = field(default_factory=list)  # uint8 (N, 3, 66, 200)
     labels: list[torch.Tensor] = field(default_factory=list)  # float (N,)
     seg_views: list[torch.Tensor] = field(default_factory=list)  # uint8 (N, 3, 96, 320)
     seg_masks: list[torch.Tensor] = field(default_factory=list)  # uint8 (N, 1, 96, 320), 0..255 coverage
 
 
-def _collect(cfg: LaneDataConfig, pilot: PilotNet, lanenet: LaneNetKeeper, buf: _Buffers, policy=None,
+def _collect(cfg: LaneDataConfig, pilot: PilotNet, lanenet: LaneNetKeeper, buf: LaneBuffers, policy=None,
              policy_share: float = 0.0, with_masks: bool = True) -> int:
+    return collect(lane_samples(cfg, policy=policy, policy_share=policy_share), pilot, lanenet, buf, with_masks)
+
+
+def collect(samples: Iterable[LaneSample], pilot: PilotNet, lanenet: LaneNetKeeper, buf: LaneBuffers,
+            with_masks: bool = True) -> int:
+    """Add ``samples`` to ``buf`` as each network's road view (uint8), with the expert's steering and, with
+    ``with_masks``, the marking masks; returns how many."""
     frames, masks, labels = [], [], []
 
     def flush() -> None:
@@ -71,7 +79,7 @@ def _collect(cfg: LaneDataConfig, pilot: PilotNet, lanenet: LaneNetKeeper, buf: 
         labels.clear()
 
     n = 0
-    for s in lane_samples(cfg, policy=policy, policy_share=policy_share):
+    for s in samples:
         frames.append(s.image)
         masks.append(s.marking_mask)
         labels.append(s.expert_steer)
@@ -150,7 +158,7 @@ def _fit(module: torch.nn.Module, n: int, batch: int, epochs: int, lr: float, ba
     return last
 
 
-def _fit_pilotnet(model: PilotNet, views: torch.Tensor, labels: torch.Tensor, epochs: int, cfg: LaneTrainConfig,
+def fit_pilotnet(model: PilotNet, views: torch.Tensor, labels: torch.Tensor, epochs: int, cfg: LaneTrainConfig,
                   gen: torch.Generator) -> float:
     target_deg = labels * 35.0  # learn in degrees of wheel angle: a better-scaled regression target
 
@@ -162,7 +170,7 @@ def _fit_pilotnet(model: PilotNet, views: torch.Tensor, labels: torch.Tensor, ep
     return _fit(model, len(views), cfg.batch, epochs, cfg.lr, batch_loss, gen)
 
 
-def _fit_segmenter(model: LaneNetKeeper, views: torch.Tensor, masks: torch.Tensor, cfg: LaneTrainConfig,
+def fit_segmenter(model: LaneNetKeeper, views: torch.Tensor, masks: torch.Tensor, cfg: LaneTrainConfig,
                    gen: torch.Generator) -> float:
     pos_weight = torch.tensor(4.0)
 
@@ -187,13 +195,13 @@ def train_lanekeepers(cfg: LaneTrainConfig, out_dir: str | Path, progress: bool 
     # One generator per network, so training either alone gives the same weights as training both.
     seg_gen = torch.Generator().manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    buf = _Buffers()
+    buf = LaneBuffers()
     t0 = time.perf_counter()
     log: dict = {"rounds": []}
     n0 = _collect(cfg.data, pilot, lanenet, buf, with_masks=cfg.train_lanenet)
     log["frames_initial"] = n0
     if cfg.train_lanenet:
-        seg_loss = _fit_segmenter(lanenet, torch.cat(buf.seg_views), torch.cat(buf.seg_masks), cfg, seg_gen)
+        seg_loss = fit_segmenter(lanenet, torch.cat(buf.seg_views), torch.cat(buf.seg_masks), cfg, seg_gen)
         log["lanenet_final_loss"] = round(seg_loss, 5)
         buf.seg_views.clear()
         buf.seg_masks.clear()
@@ -201,7 +209,7 @@ def train_lanekeepers(cfg: LaneTrainConfig, out_dir: str | Path, progress: bool 
             "train_config": to_dict(cfg), "final_loss": seg_loss, "frames": n0})
     if cfg.train_pilotnet:
         torch.manual_seed(cfg.seed + 1)
-        loss = _fit_pilotnet(pilot, torch.cat(buf.pilot_views), torch.cat(buf.labels), cfg.pilotnet_epochs, cfg, gen)
+        loss = fit_pilotnet(pilot, torch.cat(buf.pilot_views), torch.cat(buf.labels), cfg.pilotnet_epochs, cfg, gen)
         log["rounds"].append({"round": 0, "frames": n0, "loss": round(loss, 5)})
 
         def policy(frame) -> float:
@@ -214,7 +222,7 @@ def train_lanekeepers(cfg: LaneTrainConfig, out_dir: str | Path, progress: bool 
                                      "scenes": cfg.dagger_scenes, "steer_noise": cfg.data.steer_noise * 0.5})
             n = _collect(dcfg, pilot, lanenet, buf, policy=policy, policy_share=cfg.dagger_policy_share,
                          with_masks=False)
-            loss = _fit_pilotnet(pilot, torch.cat(buf.pilot_views), torch.cat(buf.labels), cfg.pilotnet_round_epochs,
+            loss = fit_pilotnet(pilot, torch.cat(buf.pilot_views), torch.cat(buf.labels), cfg.pilotnet_round_epochs,
                                  cfg, gen)
             log["rounds"].append({"round": r, "frames": n, "loss": round(loss, 5)})
         save_lanekeeper_checkpoint(out / "lanekeeper_pilotnet.pt", pilot, {

@@ -1,0 +1,39 @@
+"""Lane-keeper hardening, small: one round attacks PilotNet, drives over the marking and fine-tunes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from patchsim.config import FieldError
+from patchsim.harden.config import RoundAttack
+from patchsim.harden.lanekeeper import HardenLaneKeeperConfig, harden_lanekeeper
+
+
+def test_one_round_collects_drives_over_the_marking_and_changes_the_network(small_road_attack, tmp_path):
+    from patchsim.victims.lanekeeper import PilotNet, load_lanekeeper
+
+    cfg = HardenLaneKeeperConfig(rounds=1, attacks=[RoundAttack(str(small_road_attack), 6, None)], patched_drives=2,
+                                 clean_drives=1, epochs_per_round=1)
+    report = harden_lanekeeper(cfg, tmp_path / "h", progress=False)
+    r1 = report["rounds"][0]
+    assert r1["frames_patched"] > 20 and r1["frames_clean"] > 20 and report["pool_size"] == 1
+    assert r1["model_attacked"] == "lanekeeper:pilotnet"
+    hardened, baseline = load_lanekeeper(tmp_path / "h" / "lanekeeper.pt"), load_lanekeeper("lanekeeper:pilotnet")
+    assert isinstance(hardened, PilotNet)
+    changed = [not torch.equal(a, b) for a, b in zip(hardened.state_dict().values(), baseline.state_dict().values())]
+    assert any(changed)
+    state = json.loads((tmp_path / "h" / "state.json").read_text())
+    assert state["pool"][0]["slot"] == "road_line_patch" and (tmp_path / "h" / state["pool"][0]["file"]).is_file()
+    assert "| 1 | small_road |" in (tmp_path / "h" / "report.md").read_text()
+
+
+def test_a_detector_attack_or_an_unknown_network_is_refused_before_any_work(small_sticker_attack, tmp_path):
+    with pytest.raises(FieldError, match="model must be one of pilotnet, lanenet"):
+        HardenLaneKeeperConfig(model="resnet")
+    cfg = HardenLaneKeeperConfig(attacks=[RoundAttack(str(small_sticker_attack), 4, None)])
+    with pytest.raises(FieldError, match="not a lane-keeper attack"):
+        harden_lanekeeper(cfg, tmp_path / "h", progress=False)
+    assert not (tmp_path / "h").exists()

@@ -1,0 +1,79 @@
+"""Training images get patches on the attacked signs' faces as Ultralytics loads them; labels stay."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from patchsim.harden.trainer import PatchSource, adopt, write_patch_source
+
+
+def _dataset(data_yaml, mosaic: float = 0.0):
+    import yaml
+
+    from patchsim.victims.offline import ultralytics
+
+    ultralytics()
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data.build import build_yolo_dataset
+
+    data = yaml.safe_load(data_yaml.read_text())
+    data["path"] = str(data_yaml.parent)
+    cfg = get_cfg(overrides={"imgsz": 320, "mosaic": mosaic, "fliplr": 0.0, "hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0,
+                             "translate": 0.0, "scale": 0.0, "task": "detect"})
+    return build_yolo_dataset(cfg, str(data_yaml.parent / "images" / "train"), 4, data, mode="train")
+
+
+def _white_source(folder) -> PatchSource:
+    rgba = np.full((96, 96, 4), 255, np.uint8)
+    (folder / "pool").mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / "pool" / "white.png"), rgba)
+    write_patch_source(folder, [{"file": "pool/white.png", "sign_kind": "stop_sign"}], 1.0, 0.0, 0.0, None, None)
+    return PatchSource.load(folder)
+
+
+def test_stop_faces_carry_the_patch_and_the_labels_stay(small_detector_data, tmp_path):
+    import json
+
+    clean = _dataset(small_detector_data)
+    patched = _dataset(small_detector_data)
+    adopt(patched, _white_source(tmp_path))
+    checked = 0
+    for i, f in enumerate(clean.im_files):
+        faces = json.loads((small_detector_data.parent / "corners" / "train" / f"{f.rsplit('/', 1)[1][:-4]}.json")
+                           .read_text())
+        q = [np.array(c["face_corners_px"]) for c in faces]
+        big_stops = [c for c, p in zip(faces, q) if c["kind"] == "stop_sign" and np.ptp(p[:, 0]) > 20
+                     and p.min() >= 0 and p.max() < 319]  # large and wholly inside the 320 px crop
+        if not big_stops:
+            continue
+        a, b = clean.get_image_and_label(i), patched.get_image_and_label(i)
+        assert np.array_equal(a["cls"], b["cls"]) and np.allclose(a["instances"].bboxes, b["instances"].bboxes)
+        p = np.array(big_stops[0]["face_corners_px"])
+        (x0, y0), (x1, y1) = p.min(0), p.max(0)
+        inner = (slice(int(y0 + 0.25 * (y1 - y0)), int(y1 - 0.25 * (y1 - y0))),
+                 slice(int(x0 + 0.25 * (x1 - x0)), int(x1 - 0.25 * (x1 - x0))))
+
+        def darkest_channel(img):
+            return float(img[inner].min(-1).mean())
+
+        # a stop face is red with white letters: under a white patch it turns bright in every channel
+        assert darkest_channel(b["img"]) > darkest_channel(a["img"]) + 40, i
+        # away from the signs nothing changed
+        assert np.array_equal(a["img"][-5:], b["img"][-5:]) or faces
+        checked += 1
+        if checked == 3:
+            break
+    assert checked, "no training image with a stop sign larger than 20 px"
+    # the RAM-cached or buffered clean image was not written into
+    again = clean.get_image_and_label(i)
+    assert np.array_equal(again["img"], a["img"])
+
+
+def test_mosaics_are_built_from_patched_images(small_detector_data, tmp_path):
+    ds = _dataset(small_detector_data, mosaic=1.0)
+    adopt(ds, _white_source(tmp_path))
+    mosaic = ds.transforms.transforms[0].transforms[0]  # Compose([Compose([Mosaic, ...]), ...])
+    assert getattr(mosaic, "dataset", None) is ds  # the mosaic draws its other images through the patched dataset
+    sample = ds[0]
+    assert sample["img"].shape[0] == 3
