@@ -1,5 +1,5 @@
 """Victim models by name: ``detector:default``, ``detector:hardened``, ``lanekeeper:pilotnet``,
-``lanekeeper:lanenet``, or a path.
+``lanekeeper:lanenet``, ``lanekeeper:pilotnet-hardened``, or a path.
 
 Shipped weights live in ``patchsim/assets/weights`` and are reproduced by the commands in
 ``patchsim/assets/weights/README.md``.
@@ -16,7 +16,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "weights"
 
 SHIPPED: dict[str, dict[str, str]] = {
     "detector": {"default": "detector_default.pt", "hardened": "detector_hardened.pt"},
-    "lanekeeper": {"pilotnet": "lanekeeper_pilotnet.pt", "lanenet": "lanekeeper_lanenet.pt"},
+    "lanekeeper": {"pilotnet": "lanekeeper_pilotnet.pt", "lanenet": "lanekeeper_lanenet.pt",
+                   "pilotnet-hardened": "lanekeeper_pilotnet_hardened.pt"},
 }
 
 

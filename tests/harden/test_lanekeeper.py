@@ -37,3 +37,11 @@ def test_a_detector_attack_or_an_unknown_network_is_refused_before_any_work(smal
     with pytest.raises(FieldError, match="not a lane-keeper attack"):
         harden_lanekeeper(cfg, tmp_path / "h", progress=False)
     assert not (tmp_path / "h").exists()
+
+
+def test_the_shipped_hardened_pilotnet_loads_by_name():
+    from patchsim.victims.lanekeeper import PilotNet
+    from patchsim.victims.registry import load_victim
+
+    model = load_victim("lanekeeper:pilotnet-hardened")
+    assert isinstance(model, PilotNet) and model.meta["round"] == 3
