@@ -287,8 +287,11 @@ def _optimize(cfg: AttackConfig, out: Path, resume: bool, progress: bool) -> Att
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=cfg.name, disable=not progress, leave=False)
     elapsed0 = state["elapsed_s"]
     t_loop = time.perf_counter()
-    stopped = "steps"
-    while state["step"] < cfg.steps:
+    # a run killed after its loop had ended (before its outputs were written) only finishes
+    done = resume and not extended and (state.get("stopped_by") is not None or (
+        cfg.time_budget_s is not None and state["elapsed_s"] >= cfg.time_budget_s))
+    stopped = (state.get("stopped_by") or "time_budget") if done else "steps"
+    while state["step"] < cfg.steps and not done:
         step = state["step"]
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
@@ -343,6 +346,7 @@ def _optimize(cfg: AttackConfig, out: Path, resume: bool, progress: bool) -> Att
             stopped = "time_budget"
             break
     bar.close()
+    state["stopped_by"] = stopped
     save_checkpoint()
     if writer:
         writer.close()
@@ -487,7 +491,8 @@ def _check_resume(cfg: AttackConfig, out: Path, state: dict) -> list[str]:
     if cfg.steps < state["step"]:
         raise CheckpointError(f"{out}: the run has made {state['step']} steps; --steps {cfg.steps} is fewer, so it "
                               f"cannot continue (give more steps to extend it)")
-    if cfg.time_budget_s is not None and state["elapsed_s"] >= cfg.time_budget_s and state["step"] < cfg.steps:
+    if cfg.time_budget_s is not None and state["elapsed_s"] >= cfg.time_budget_s and state["step"] < cfg.steps \
+            and differ:  # asked to go on; with the same config a spent budget just finishes the run
         raise CheckpointError(f"{out}: the run has used its time budget ({state['elapsed_s']:.0f} s of "
                               f"{cfg.time_budget_s:g} s); give a larger --time-budget to extend it")
     return differ

@@ -41,6 +41,15 @@ class AttackerConfig:
     max_coverage: float = param(0.25, range=(0.01, 1.0), help="largest share of the face a sticker layout covers")
     eval_patches: int = param(8, range=(1, 1000), help="generated patches scored on held-out samples")
 
+    def __post_init__(self) -> None:
+        from patchsim.config import FieldError
+
+        if self.stickers[0] > self.stickers[1]:
+            raise FieldError("attacker.stickers", f"stickers is (fewest, most), got {list(self.stickers)}")
+        if self.sticker_side_m[0] > self.sticker_side_m[1]:
+            raise FieldError("attacker.sticker_side_m", f"sticker_side_m is (shortest, longest), "
+                                                        f"got {list(self.sticker_side_m)}")
+
 
 class PatchGenerator(torch.nn.Module):
     """Noise (B, z_dim) -> patch colours (B, 3, H, W) in [0, 1].
@@ -122,7 +131,7 @@ def random_masks(outline: torch.Tensor, size_m: tuple[float, float], n: int, cfg
         for _ in range(k):
             sw, sh = (lo + (hi - lo) * torch.rand(2, generator=gen)).tolist()
             x, y = torch.rand(2, generator=gen).tolist()
-            pw, ph = max(1, int(sw * ppm[0])), max(1, int(sh * ppm[1]))
+            pw, ph = min(w, max(1, int(sw * ppm[0]))), min(h, max(1, int(sh * ppm[1])))
             rects.append((pw * ph, int(x * (w - pw)), int(y * (h - ph)), pw, ph))
         rects.sort(reverse=True)
         while rects:

@@ -24,6 +24,7 @@ Run directory::
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ import yaml
 from patchsim.config import to_dict
 from patchsim.errors import ConfigError
 from patchsim.harden.config import HardenDetectorConfig
-from patchsim.harden.rounds import attack_config_for, attack_round, plot_rounds, read_state
+from patchsim.harden.rounds import attack_config_for, attack_round, check_round_attacks, plot_rounds, read_state
 from patchsim.runs import manifest, output_dir, write_json, write_text
 
 STATE_FORMAT = "patchsim-harden-detector/1"
@@ -46,7 +47,11 @@ def attack_device(train_device: str) -> str:
     return train_device
 
 
-def _data(path: str) -> dict:
+def _data(path: str, model_names: dict[int, str]) -> dict:
+    """The data set's YAML (its root made absolute), checked: the model's classes in the same order, and the
+    sign faces' corners that the patches are placed with."""
+    from patchsim.harden.trainer import corners_dir
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: data.yaml not found (make it with `patchsim data generate --task detector`)")
@@ -54,6 +59,15 @@ def _data(path: str) -> dict:
     if not isinstance(data, dict) or "names" not in data or "train" not in data:
         raise ConfigError("not a detector data set (needs names and train)", p)
     data["path"] = str((p.parent / data.get("path", ".")).resolve())
+    names = data["names"]
+    names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+    if [str(n) for n in names] != [model_names[i] for i in sorted(model_names)]:
+        raise ConfigError(f"the data set's classes {names} differ from the model's "
+                          f"{[model_names[i] for i in sorted(model_names)]}", p, "names")
+    corners = corners_dir(Path(data["path"]) / str(data["train"]))
+    if not corners.is_dir() or not any(corners.glob("*.json")):
+        raise ConfigError(f"no sign-face corners in {corners} (written by `patchsim data generate --task detector`); "
+                          f"hardening places its patches with them", p, "train")
     return data
 
 
@@ -141,11 +155,12 @@ def harden_detector(cfg: HardenDetectorConfig, out_dir: str | Path, progress: bo
     from patchsim.harden.trainer import write_patch_source
     from patchsim.victims.detector import load_detector
 
-    load_detector(cfg.baseline)  # every input checked before the first round
-    for spec in cfg.attacks:
-        attack_config_for(spec.config, cfg.baseline, cfg.seed, steps=spec.steps, time_budget_s=spec.time_budget_s)
-    attack_config_for(cfg.attacker_attack, cfg.baseline, cfg.seed)
-    data = _data(cfg.data)
+    baseline = load_detector(cfg.baseline)  # every input checked before the first round
+    check_round_attacks(cfg.attacks, cfg.baseline, cfg.seed, "detector")
+    attacker_cfg = attack_config_for(cfg.attacker_attack, cfg.baseline, cfg.seed)
+    if attacker_cfg.victim_kind != "detector":
+        raise ConfigError(f"attacker_attack {cfg.attacker_attack!r} is not a detector attack", key="attacker_attack")
+    data = _data(cfg.data, baseline.names)
     out = Path(out_dir)
     state_path = out / "state.json"
     with output_dir(out, keep=("state.json", "round_1")):
@@ -156,7 +171,7 @@ def harden_detector(cfg: HardenDetectorConfig, out_dir: str | Path, progress: bo
         t_run = time.perf_counter()
         for k in range(len(state["rounds"]) + 1, cfg.rounds + 1):
             t0 = time.perf_counter()
-            current = state["rounds"][-1]["detector"] if state["rounds"] else cfg.baseline
+            current = str(out / state["rounds"][-1]["detector"]) if state["rounds"] else cfg.baseline
             folder = out / f"round_{k}"
             figures, entries = run_round_attacks(cfg, k, current, folder / "attacks", pool_dir, progress)
             previous = out / f"round_{k - 1}" / "attacker.pt" if k > 1 else None
@@ -167,14 +182,16 @@ def harden_detector(cfg: HardenDetectorConfig, out_dir: str | Path, progress: bo
                                str(profile.relative_to(folder)), attacker)
             trained = fine_tune(cfg, current, data, folder, folder)
             state["pool"] = pool
-            state["rounds"].append({"round": k, "model_attacked": current, "detector": str(folder / "detector.pt"),
-                                    "attacks": figures, "attacker": attacker, **trained,
-                                    "round_s": round(time.perf_counter() - t0, 1)})
+            # paths in the state are relative to the run directory, so a moved run resumes
+            trained["ultralytics_weights"] = os.path.relpath(trained["ultralytics_weights"], out)
+            state["rounds"].append({"round": k, "model_attacked": os.path.relpath(current, out) if state["rounds"]
+                                    else current, "detector": f"round_{k}/detector.pt", "attacks": figures,
+                                    "attacker": attacker, **trained, "round_s": round(time.perf_counter() - t0, 1)})
             state["elapsed_s"] = round(state.get("elapsed_s", 0.0) + time.perf_counter() - t0, 1)
             write_json(state_path, state)
         last = state["rounds"][-1]
-        shutil.copyfile(last["detector"], out / "detector.pt")
-        shutil.copyfile(last["ultralytics_weights"], out / "detector_ultralytics.pt")
+        shutil.copyfile(out / last["detector"], out / "detector.pt")
+        shutil.copyfile(out / last["ultralytics_weights"], out / "detector_ultralytics.pt")
         report = {"baseline": cfg.baseline, "detector": str(out / "detector.pt"),
                   "ultralytics_weights": str(out / "detector_ultralytics.pt"), "rounds": state["rounds"],
                   "pool_size": len(state["pool"]), "elapsed_s": state["elapsed_s"],

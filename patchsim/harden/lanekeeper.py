@@ -18,6 +18,7 @@ Run directory: as :mod:`patchsim.harden.detector` (``state.json``, ``pool/``, ``
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ import torch
 
 from patchsim.config import FieldError, param, to_dict
 from patchsim.harden.config import RoundAttack
-from patchsim.harden.rounds import attack_config_for, attack_round, plot_rounds, read_state
+from patchsim.harden.rounds import attack_round, check_round_attacks, plot_rounds, read_state
 from patchsim.runs import manifest, output_dir, write_json, write_text
 
 STATE_FORMAT = "patchsim-harden-lanekeeper/1"
@@ -59,7 +60,7 @@ class HardenLaneKeeperConfig:
     lr: float = param(3e-4, range=(1e-7, 0.1), help="Adam learning rate (cosine over the round's epochs)")
     batch: int = param(64, range=(1, 4096), help="batch size")
     seed: int = param(0, range=(0, 2**31 - 1), help="seeds the attacks, the drives and the training")
-    device: str = param("cpu", help="cpu, cuda or cuda:N (attacks and training)")
+    device: str = param("cpu", help="cpu, cuda or cuda:N for the attacks (the fine-tuning runs on the CPU)")
 
     def __post_init__(self) -> None:
         from patchsim.config import check_device
@@ -165,12 +166,10 @@ def harden_lanekeeper(cfg: HardenLaneKeeperConfig, out_dir: str | Path, progress
     """Run (or resume) the rounds; write the hardened lane-keeper and the report. Returns the report."""
     from patchsim.victims.lanekeeper import load_lanekeeper
 
-    load_lanekeeper(cfg.baseline_spec)
-    for spec in cfg.attacks:  # every attack checked before the first round
-        acfg = attack_config_for(spec.config, cfg.baseline_spec, cfg.seed, steps=spec.steps,
-                              time_budget_s=spec.time_budget_s)
-        if acfg.victim_kind != "lanekeeper":
-            raise FieldError("attacks", f"attack {spec.config!r} is not a lane-keeper attack (goal {acfg.goal!r})")
+    baseline = load_lanekeeper(cfg.baseline_spec)  # every input checked before the first round
+    if baseline.kind != cfg.model:
+        raise FieldError("model", f"model is {cfg.model!r} but the baseline {cfg.baseline_spec!r} is a {baseline.kind}")
+    check_round_attacks(cfg.attacks, cfg.baseline_spec, cfg.seed, "lanekeeper")
     out = Path(out_dir)
     state_path = out / "state.json"
     with output_dir(out, keep=("state.json", "round_1")):
@@ -179,7 +178,7 @@ def harden_lanekeeper(cfg: HardenLaneKeeperConfig, out_dir: str | Path, progress
         (out / "pool").mkdir(exist_ok=True)
         for k in range(len(state["rounds"]) + 1, cfg.rounds + 1):
             t0 = time.perf_counter()
-            current = state["rounds"][-1]["lanekeeper"] if state["rounds"] else cfg.baseline_spec
+            current = str(out / state["rounds"][-1]["lanekeeper"]) if state["rounds"] else cfg.baseline_spec
             folder = out / f"round_{k}"
             figures, made = attack_round(cfg.attacks, k, current, cfg.seed, cfg.device, folder / "attacks",
                                          out / "pool", progress)
@@ -188,11 +187,13 @@ def harden_lanekeeper(cfg: HardenLaneKeeperConfig, out_dir: str | Path, progress
             pool = state["pool"] + entries
             trained = fine_tune_lanekeeper(cfg, current, out, pool, k, folder)
             state["pool"] = pool
-            state["rounds"].append({"round": k, "model_attacked": current, "lanekeeper": str(folder / "lanekeeper.pt"),
-                                    "attacks": figures, **trained, "round_s": round(time.perf_counter() - t0, 1)})
+            # paths in the state are relative to the run directory, so a moved run resumes
+            state["rounds"].append({"round": k, "model_attacked": os.path.relpath(current, out) if state["rounds"]
+                                    else current, "lanekeeper": f"round_{k}/lanekeeper.pt", "attacks": figures,
+                                    **trained, "round_s": round(time.perf_counter() - t0, 1)})
             state["elapsed_s"] = round(state.get("elapsed_s", 0.0) + time.perf_counter() - t0, 1)
             write_json(state_path, state)
-        shutil.copyfile(state["rounds"][-1]["lanekeeper"], out / "lanekeeper.pt")
+        shutil.copyfile(out / state["rounds"][-1]["lanekeeper"], out / "lanekeeper.pt")
         report = {"baseline": cfg.baseline_spec, "lanekeeper": str(out / "lanekeeper.pt"), "rounds": state["rounds"],
                   "pool_size": len(state["pool"]), "elapsed_s": state["elapsed_s"], "config": to_dict(cfg)}
         write_json(out / "report.json", report)

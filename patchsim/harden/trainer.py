@@ -119,10 +119,15 @@ def write_patch_source(folder: str | Path, pool: list[dict], share: float, attac
         "printer_profile": printer_profile, "pool": pool, "attacker": attacker})
 
 
+def corners_dir(images_dir: Path) -> Path:
+    """``.../images/<split>`` -> ``.../corners/<split>``, where ``patchsim data generate`` writes the faces'
+    corners of each image."""
+    return images_dir.parent.parent / "corners" / images_dir.name
+
+
 def _corners_file(im_file: str) -> Path:
-    """``.../images/<split>/<name>.jpg`` -> ``.../corners/<split>/<name>.json``."""
     p = Path(im_file)
-    return p.parent.parent.parent / "corners" / p.parent.name / f"{p.stem}.json"
+    return corners_dir(p.parent) / f"{p.stem}.json"
 
 
 def _faces(dataset, index: int) -> list[dict]:

@@ -201,6 +201,22 @@ def test_a_plateau_of_the_heldout_score_stops_the_run(tmp_path):
     assert result.metrics["steps"] == state["best_step"] + 2 * 2 < 40  # two evaluations without a better patch
 
 
+def test_a_run_killed_after_its_time_budget_ran_out_finishes_on_resume(tmp_path):
+    """Killed between the loop's end and its outputs: the same config resumes and only finishes."""
+    cfg = _tiny()
+    cfg.steps, cfg.time_budget_s = 10_000, 1.0
+    run = tmp_path / "run"
+    first = run_attack(cfg, run, progress=False)
+    assert first.metrics["stopped_by"] == "time_budget" and first.metrics["steps"] < 10_000
+    (run / "patch.json").unlink()  # as if killed during the final evaluation
+    again = run_attack(cfg, run, resume=True, progress=False)
+    assert again.metrics["steps"] == first.metrics["steps"] and again.metrics["stopped_by"] == "time_budget"
+    assert again.metrics["heldout_success_rate"] == first.metrics["heldout_success_rate"]
+    cfg.steps = 20_000  # going on needs a new budget
+    with pytest.raises(CheckpointError, match="used its time budget"):
+        run_attack(cfg, run, resume=True, progress=False)
+
+
 def test_a_finished_run_is_extended_with_more_steps(tmp_path):
     cfg = _tiny()
     cfg.steps = 4

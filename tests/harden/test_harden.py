@@ -99,3 +99,29 @@ def test_the_shipped_hardened_detector_loads_by_name_with_the_baselines_classes(
 
     hardened, baseline = load_detector("detector:hardened"), load_detector("detector:default")
     assert hardened.names == baseline.names and hardened.source == "detector:hardened"
+
+
+def test_a_data_set_that_does_not_fit_the_model_is_refused_before_any_work(small_detector_data, small_poster_attack,
+                                                                          tmp_path):
+    import yaml
+
+    from patchsim.errors import ConfigError
+    from patchsim.harden.detector import harden_detector
+
+    data = yaml.safe_load(small_detector_data.read_text())
+    data["path"] = str(small_detector_data.parent)
+    swapped = {**data, "names": {0: "speed_limit", 1: "stop_sign", 2: "yield", 3: "vehicle"}}
+    (tmp_path / "swapped.yaml").write_text(yaml.safe_dump(swapped))
+    with pytest.raises(ConfigError, match="swapped.yaml.*classes"):
+        harden_detector(_harden_cfg(tmp_path / "swapped.yaml", small_poster_attack), tmp_path / "h", progress=False)
+    (tmp_path / "other" / "images" / "train").mkdir(parents=True)
+    (tmp_path / "no_corners.yaml").write_text(yaml.safe_dump({**data, "path": str(tmp_path / "other")}))
+    with pytest.raises(ConfigError, match="no sign-face corners"):
+        harden_detector(_harden_cfg(tmp_path / "no_corners.yaml", small_poster_attack), tmp_path / "h", progress=False)
+    cfg = _harden_cfg(small_detector_data, small_poster_attack)
+    cfg.attacks = cfg.attacks * 2
+    from patchsim.config import FieldError
+
+    with pytest.raises(FieldError, match="two attacks are named 'small_poster'"):
+        harden_detector(cfg, tmp_path / "h", progress=False)
+    assert not (tmp_path / "h").exists()
