@@ -38,8 +38,6 @@ def load_patch(source: str | Path) -> PatchRef:
     Raises:
         ConfigError: missing or malformed ``patch.json``, or a missing patch image, naming the file.
     """
-    import cv2
-
     src = Path(source)
     doc_path = src / "patch.json" if src.is_dir() or not src.suffix else src
     if not src.exists():
@@ -50,12 +48,21 @@ def load_patch(source: str | Path) -> PatchRef:
         victim, rel = str(doc["victim"]), str(doc["files"]["rgba"])
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"not a patchsim patch description: missing {exc}", doc_path) from exc
-    image_path = doc_path.parent / rel
-    rgba = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
-    if rgba is None or rgba.ndim != 3 or rgba.shape[2] not in (3, 4):
+    rgba = read_rgba(doc_path.parent / rel)
+    if rgba is None:
         raise ConfigError(f"patch image {rel!r} is missing or not an RGB(A) image", doc_path, "files.rgba")
-    rgba = cv2.cvtColor(rgba, cv2.COLOR_BGRA2RGBA if rgba.shape[2] == 4 else cv2.COLOR_BGR2RGBA)
     return PatchRef(name, slot, kind, victim, rgba, str(src))
+
+
+def read_rgba(path: str | Path) -> np.ndarray | None:
+    """(H, W, 4) uint8 RGBA of an RGB or RGBA image file (opaque when it has no alpha); None when the file
+    is missing or not such an image."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None or img.ndim != 3 or img.shape[2] not in (3, 4):
+        return None
+    return cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGBA)
 
 
 def check_slot(patch: PatchRef, scenario: Scenario, scenario_source: str) -> None:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from patchsim.attack.patch import total_variation
-from patchsim.config import param, to_dict
+from patchsim.config import param
 from patchsim.runs import atomic_path
 
 GENERATOR_FORMAT = "patchsim-patch-generator/1"
@@ -228,8 +228,35 @@ def score_attacker(g: PatchGenerator, cfg: AttackerConfig, victim, eot, bank, pa
     per_s = 3 * 64 / max(time.perf_counter() - t1, 1e-9)
     return {"heldout_success_rate": round(float(np.mean(rates)), 4),
             "heldout_success_rates": [round(r, 4) for r in rates],
-            "patches_per_s": round(per_s, 1), "first_patches_s": round(gen_s, 4),
-            "config": to_dict(cfg)}
+            "patches_per_s": round(per_s, 1), "first_patches_s": round(gen_s, 4)}
+
+
+def train_against(cfg: AttackerConfig, acfg, init: PatchGenerator | None = None,
+                  progress: bool = False) -> tuple[PatchGenerator, object, dict, dict]:
+    """Train a generator against the victim of the attack config ``acfg``, on its training scenes, EOT and
+    goal (seeded by its seed, on its device), and score it on ``acfg.eval_samples`` of its held-out scenes.
+
+    Returns:
+        The generator, the slot it makes patches for (``SlotInfo``), its training figures and its score
+        (:func:`score_attacker`).
+    """
+    from patchsim.attack.optimizer import load_attack_victim, scene_banks
+    from patchsim.attack.patch import Patch, SlotInfo
+    from patchsim.eot.pipeline import EOT
+    from patchsim.eot.printer import load_profile
+
+    victim = load_attack_victim(acfg)
+    bank, heldout_bank, _ = scene_banks(acfg)
+    eot = EOT(acfg.eot, load_profile(acfg.printer_profile))
+    slot = SlotInfo(acfg.scenes.slot, bank.slot_kind, bank.slot_size_m, bank.sign_kind)
+    outline = Patch(slot, acfg.patch).outline
+    g, stats = train_attacker(cfg, victim, eot, bank, acfg.make_goal(), outline, slot.size_m, seed=acfg.seed,
+                              device=acfg.device, init=init, progress=progress)
+    params = eot.sample(heldout_bank, acfg.eval_samples, torch.Generator().manual_seed(acfg.seed + 99_991),
+                        full_frame=True)
+    score = score_attacker(g, cfg, victim, eot, heldout_bank, params, acfg.make_goal(), outline, slot.size_m,
+                           seed=acfg.seed, device=acfg.device)
+    return g, slot, stats, score
 
 
 def generated_rgba(g: PatchGenerator, cfg: AttackerConfig, outline: torch.Tensor, size_m: tuple[float, float],

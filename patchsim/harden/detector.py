@@ -51,14 +51,12 @@ def _data(path: str, model_names: dict[int, str]) -> dict:
     """The data set's YAML (its root made absolute), checked: the model's classes in the same order, and the
     sign faces' corners that the patches are placed with."""
     from patchsim.harden.trainer import corners_dir
+    from patchsim.victims.train_detector import read_data_yaml
 
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: data.yaml not found (make it with `patchsim data generate --task detector`)")
-    data = yaml.safe_load(p.read_text())
+    data = read_data_yaml(p)
     if not isinstance(data, dict) or "names" not in data or "train" not in data:
         raise ConfigError("not a detector data set (needs names and train)", p)
-    data["path"] = str((p.parent / data.get("path", ".")).resolve())
     names = data["names"]
     names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
     if [str(n) for n in names] != [model_names[i] for i in sorted(model_names)]:
@@ -83,33 +81,16 @@ def run_round_attacks(cfg: HardenDetectorConfig, k: int, current: str, folder: P
 def run_round_attacker(cfg: HardenDetectorConfig, k: int, current: str, folder: Path, previous: Path | None,
                        progress: bool) -> dict | None:
     """Train the attacker network against ``current`` (from the previous round's); write ``attacker.pt``."""
-    import torch
-
-    from patchsim.attack.optimizer import load_attack_victim, scene_banks
-    from patchsim.attack.patch import Patch, SlotInfo
-    from patchsim.eot.pipeline import EOT
-    from patchsim.eot.printer import load_profile
-    from patchsim.harden.attacker import PatchGenerator, score_attacker, train_attacker
+    from patchsim.harden.attacker import PatchGenerator, train_against
 
     if cfg.attacker.steps == 0:
         return None
     acfg = attack_config_for(cfg.attacker_attack, current, cfg.seed + 1000 * k + 999, device=attack_device(cfg.device))
-    victim = load_attack_victim(acfg)
-    bank, heldout_bank, _ = scene_banks(acfg)
-    eot = EOT(acfg.eot, load_profile(acfg.printer_profile))
-    slot = SlotInfo(acfg.scenes.slot, bank.slot_kind, bank.slot_size_m, bank.sign_kind)
-    patch = Patch(slot, acfg.patch)
     init = PatchGenerator.load(previous)[0] if previous is not None and previous.is_file() else None
-    g, stats = train_attacker(cfg.attacker, victim, eot, bank, acfg.make_goal(), patch.outline, slot.size_m,
-                              seed=acfg.seed, device=acfg.device, init=init, progress=progress)
-    gen = torch.Generator().manual_seed(acfg.seed + 99_991)
-    params = eot.sample(heldout_bank, acfg.eval_samples, gen, full_frame=True)
-    score = score_attacker(g, cfg.attacker, victim, eot, heldout_bank, params, acfg.make_goal(), patch.outline,
-                           slot.size_m, seed=acfg.seed, device=acfg.device)
+    g, slot, stats, score = train_against(cfg.attacker, acfg, init, progress)
     g.save(folder / "attacker.pt", {"round": k, "attack": acfg.name, "victim": current})
-    return {"file": "attacker.pt", "sign_kind": bank.sign_kind, "size_m": list(slot.size_m),
-            "config": to_dict(cfg.attacker), "train": stats, "score": {k2: v for k2, v in score.items()
-                                                                         if k2 != "config"}}
+    return {"file": "attacker.pt", "sign_kind": slot.sign_kind, "size_m": list(slot.size_m),
+            "config": to_dict(cfg.attacker), "train": stats, "score": score}
 
 
 def fine_tune(cfg: HardenDetectorConfig, start: str, data: dict, patches: Path | None, folder: Path) -> dict:

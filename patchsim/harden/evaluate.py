@@ -30,10 +30,8 @@ import torch
 
 from patchsim.config import to_dict
 from patchsim.harden.config import HardenEvalConfig
+from patchsim.harden.rounds import attack_config_for, check_attacks
 from patchsim.runs import manifest, output_dir, write_json, write_text
-
-ROLES = ("baseline", "hardened")
-
 
 DEFAULT_ATTACKS = {"detector": ["stop_sticker_vanish"], "lanekeeper": ["road_steer_pilotnet"]}
 HELDOUT_SWEEPS = {"detector": "scenarios/sweeps/stop_sign_heldout.yaml",
@@ -48,8 +46,6 @@ def model_kind(spec: str) -> str:
 
 
 def _attack_cfg(cfg: HardenEvalConfig, name: str, victim: str):
-    from patchsim.harden.rounds import attack_config_for
-
     over = {"device": cfg.device}
     if cfg.attack_steps is not None:
         over["steps"] = cfg.attack_steps
@@ -58,12 +54,12 @@ def _attack_cfg(cfg: HardenEvalConfig, name: str, victim: str):
     return attack_config_for(name, victim, cfg.seed, **over)
 
 
-def headline_attack(cfg: HardenEvalConfig, attacks: dict[str, str], kind: str) -> str:
+def headline_attack(attacks: dict[str, tuple[str, object]], kind: str) -> str:
     """The attack whose patch the closed-loop sweep carries: for detectors the first sticker attack (the
     adaptive sticker figure), else the first attack."""
     if kind == "detector":
-        for name, given in attacks.items():
-            if _attack_cfg(cfg, given, cfg.baseline).patch.mask == "stickers":
+        for name, (_, acfg) in attacks.items():
+            if acfg.patch.mask == "stickers":
                 return name
     return next(iter(attacks))
 
@@ -80,18 +76,16 @@ def _run_attack(acfg, folder: Path, progress: bool) -> dict:
 def transfer_success(acfg, patch_dir: Path, victim_spec: str, params_dir: Path) -> float:
     """Held-out success of the patch in ``patch_dir`` against ``victim_spec``, on the held-out samples
     recorded in ``params_dir/heldout_params.json`` (the report samples of an attack with the same config)."""
-    import cv2
-
     from patchsim.attack.evaluate import evaluate_heldout
     from patchsim.attack.optimizer import scene_banks
+    from patchsim.closedloop.patches import load_patch
     from patchsim.config import read_json
     from patchsim.eot.pipeline import EOT
     from patchsim.eot.printer import load_profile
     from patchsim.eot.transforms import params_from_json
     from patchsim.victims.registry import load_victim
 
-    rgba = cv2.cvtColor(cv2.imread(str(patch_dir / "patch_rgba.png"), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
-    t = torch.from_numpy(rgba.astype(np.float32) / 255.0).permute(2, 0, 1)
+    t = torch.from_numpy(load_patch(patch_dir).rgba.astype(np.float32) / 255.0).permute(2, 0, 1)
     _, heldout_bank, _ = scene_banks(acfg)
     params = params_from_json(read_json(params_dir / "heldout_params.json", "held-out samples")["report"])
     eot = EOT(acfg.eot, load_profile(str(patch_dir / "printer_profile.json")))
@@ -103,25 +97,10 @@ def transfer_success(acfg, patch_dir: Path, victim_spec: str, params_dir: Path) 
 
 def attacker_network_success(cfg: HardenEvalConfig, name: str, victim_spec: str, progress: bool) -> dict:
     """Train the attacker network from scratch against ``victim_spec`` on attack ``name``'s scenes; score it."""
-    from patchsim.attack.optimizer import load_attack_victim, scene_banks
-    from patchsim.attack.patch import Patch, SlotInfo
-    from patchsim.eot.pipeline import EOT
-    from patchsim.eot.printer import load_profile
-    from patchsim.harden.attacker import score_attacker, train_attacker
+    from patchsim.harden.attacker import train_against
 
-    acfg = _attack_cfg(cfg, name, victim_spec)
-    victim = load_attack_victim(acfg)
-    bank, heldout_bank, _ = scene_banks(acfg)
-    eot = EOT(acfg.eot, load_profile(acfg.printer_profile))
-    slot = SlotInfo(acfg.scenes.slot, bank.slot_kind, bank.slot_size_m, bank.sign_kind)
-    patch = Patch(slot, acfg.patch)
-    g, stats = train_attacker(cfg.attacker, victim, eot, bank, acfg.make_goal(), patch.outline, slot.size_m,
-                              seed=cfg.seed, device=cfg.device, progress=progress)
-    params = eot.sample(heldout_bank, acfg.eval_samples, torch.Generator().manual_seed(cfg.seed + 99_991),
-                        full_frame=True)
-    score = score_attacker(g, cfg.attacker, victim, eot, heldout_bank, params, acfg.make_goal(), patch.outline,
-                           slot.size_m, seed=cfg.seed, device=cfg.device)
-    return {"train": stats, **{k: v for k, v in score.items() if k != "config"}}
+    _, _, stats, score = train_against(cfg.attacker, _attack_cfg(cfg, name, victim_spec), progress=progress)
+    return {"train": stats, **score}
 
 
 def evaluate_hardening(cfg: HardenEvalConfig, out_dir: str | Path, progress: bool = True) -> dict:
@@ -134,18 +113,14 @@ def evaluate_hardening(cfg: HardenEvalConfig, out_dir: str | Path, progress: boo
         raise ConfigError(f"the baseline {cfg.baseline!r} is not a {kind} like the model {cfg.model!r}", key="baseline")
     if kind == "detector" and not Path(cfg.data).is_file():
         raise FileNotFoundError(f"{cfg.data}: data.yaml not found (make it with `patchsim data generate`)")
-    attacks = {}  # the attacks' names (run folders, report keys) -> as given (a shipped name or a file)
-    for given in cfg.attacks or DEFAULT_ATTACKS[kind]:
-        acfg = _attack_cfg(cfg, given, cfg.baseline)
-        if acfg.victim_kind != kind:
-            raise ConfigError(f"attack {given!r} is for a {acfg.victim_kind}, the models are {kind}s", key="attacks")
-        if acfg.name in attacks:
-            raise ConfigError(f"two attacks are named {acfg.name!r}; give each its own name", key="attacks")
-        attacks[acfg.name] = given
+    named = check_attacks([(given, _attack_cfg(cfg, given, cfg.baseline))
+                           for given in cfg.attacks or DEFAULT_ATTACKS[kind]], kind)
+    attacks = {name: given for name, (given, _) in named.items()}  # run folders and report keys -> as given
     sweep = HELDOUT_SWEEPS[kind] if cfg.sweep == "auto" else cfg.sweep
     if sweep:
         load_sweep(sweep)
-    headline = headline_attack(cfg, attacks, kind)
+    headline = headline_attack(named, kind)
+    sticker_headline = named[headline][1].patch.mask == "stickers"
     out = Path(out_dir)
     t0 = time.perf_counter()
     report: dict = {"kind": kind, "baseline_model": cfg.baseline, "hardened_model": cfg.model,
@@ -161,7 +136,7 @@ def evaluate_hardening(cfg: HardenEvalConfig, out_dir: str | Path, progress: boo
                                                              "adversarial_detection_rate", "mean_steer_change_deg",
                                                              "steps", "optimize_s") if k in metrics}
             if kind == "detector":
-                if _attack_cfg(cfg, attacks[headline], spec).patch.mask == "stickers":
+                if sticker_headline:
                     r["adaptive_sticker_success"] = r["adaptive"][headline]["heldout_success_rate"]
                 if cfg.attacker.steps:
                     r["attacker_network"] = attacker_network_success(cfg, attacks[headline], spec, progress)

@@ -105,12 +105,12 @@ def patched_lane_samples(scenario_path: str, slot: str, pool: list[np.ndarray], 
 
 
 def _read_rgba(path: Path) -> np.ndarray:
-    import cv2
+    from patchsim.closedloop.patches import read_rgba
 
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
+    rgba = read_rgba(path)
+    if rgba is None:
         raise FileNotFoundError(f"{path}: cannot read the patch image")
-    return cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return rgba
 
 
 def fine_tune_lanekeeper(cfg: HardenLaneKeeperConfig, current: str, out: Path, pool: list[dict], k: int,

@@ -19,28 +19,36 @@ def attack_config_for(name: str, victim: str, seed: int, **overrides):
                                     "closed_loop_candidates": 1, **overrides}, f"{name} (hardening)")
 
 
-def check_round_attacks(attacks: list, baseline: str, seed: int, victim_kind: str) -> None:
-    """Every round attack loads, fits the kind of model hardened, and has a name of its own (its run folder).
+def check_attacks(made: list[tuple[str, object]], victim_kind: str) -> dict[str, tuple[str, object]]:
+    """Attack configs (each with the name or file it was given as) that fit the kind of model at stake and
+    each have a name of their own (their run folders, report keys): name -> (as given, config).
 
     Raises:
         FieldError: naming ``attacks`` and the attack.
     """
     from patchsim.config import FieldError
 
-    names: set[str] = set()
-    for spec in attacks:
-        acfg = attack_config_for(spec.config, baseline, seed, steps=spec.steps, time_budget_s=spec.time_budget_s)
+    named: dict[str, tuple[str, object]] = {}
+    for given, acfg in made:
         if acfg.victim_kind != victim_kind:
             kind = "lane-keeper" if victim_kind == "lanekeeper" else "detector"
-            raise FieldError("attacks", f"attack {spec.config!r} is not a {kind} attack (goal {acfg.goal!r})")
-        if acfg.name in names:
+            raise FieldError("attacks", f"attack {given!r} is not a {kind} attack (goal {acfg.goal!r})")
+        if acfg.name in named:
             raise FieldError("attacks", f"two attacks are named {acfg.name!r} (their runs would share a folder); "
                                         f"give each its own name")
-        names.add(acfg.name)
+        named[acfg.name] = (given, acfg)
+    return named
+
+
+def check_round_attacks(attacks: list, baseline: str, seed: int, victim_kind: str) -> None:
+    """:func:`check_attacks` for round attacks (``RoundAttack`` items) aimed at ``baseline``."""
+    check_attacks([(spec.config, attack_config_for(spec.config, baseline, seed, steps=spec.steps,
+                                                   time_budget_s=spec.time_budget_s)) for spec in attacks],
+                  victim_kind)
 
 
 def attack_round(attacks: list, k: int, current: str, seed: int, device: str, folder: Path, pool_dir: Path,
-                      progress: bool) -> tuple[list[dict], list[tuple]]:
+                 progress: bool) -> tuple[list[dict], list[tuple]]:
     """Round ``k``'s attacks (``RoundAttack`` items) on the model ``current``, each with its own seed; a run
     already finished in ``folder`` is read, an interrupted one resumed. Each patch is copied into ``pool_dir``.
 

@@ -268,6 +268,54 @@ def _model_of(ckpt: dict, path: Path) -> torch.nn.Module:
     return model
 
 
+def _read_model(spec: str | Path, trust_checkpoint: bool = False) -> tuple[torch.nn.Module, dict[int, str], dict]:
+    """The Ultralytics ``DetectionModel`` of a registry name or checkpoint path (float32, unfused, on the CPU),
+    its class names and the checkpoint's ``meta`` (empty for Ultralytics checkpoints).
+
+    Raises:
+        CheckpointError: missing or corrupt file, or a model of another task.
+    """
+    from patchsim.victims.registry import resolve_weights
+
+    path = resolve_weights(spec, "detector")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: detector checkpoint not found")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: file is empty")
+    from patchsim.victims.offline import ultralytics
+
+    ultralytics()
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        ckpt = None
+    if isinstance(ckpt, dict) and ckpt.get("format") == PATCHSIM_DETECTOR_FORMAT:
+        model, names, meta = _model_of(ckpt, path), ckpt["names"], dict(ckpt.get("meta", {}))
+    else:
+        from ultralytics.nn.tasks import torch_safe_load
+
+        try:
+            raw, _ = torch_safe_load(str(path), safe_only=not trust_checkpoint)
+        except TypeError as exc:
+            msg = str(exc)
+            if "outside the supported" in msg:
+                raise CheckpointError(f"{path}: the checkpoint references code outside Ultralytics' model classes; "
+                                      "load it in Python with load_detector(path, trust_checkpoint=True) only if "
+                                      "you trust its source") from exc
+            raise CheckpointError(f"{path}: not a loadable checkpoint (empty, truncated or not a model)") from exc
+        except Exception as exc:  # pickle errors, zip errors, missing modules
+            raise CheckpointError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from exc
+        candidate = raw.get("ema") or raw.get("model") if isinstance(raw, dict) else None
+        if not isinstance(candidate, torch.nn.Module):
+            raise CheckpointError(f"{path}: no model inside the checkpoint")
+        model, meta = candidate.float(), {}
+        names = dict(getattr(model, "names", {}) or {})
+    _check_detection_model(model, path)
+    if not names:
+        names = {i: str(i) for i in range(model.model[-1].nc)}
+    return model, names, meta
+
+
 def trainable_detector(spec: str | Path) -> tuple[torch.nn.Module, dict]:
     """A detector's Ultralytics ``DetectionModel`` to train further (float32, unfused, on the CPU) and the
     checkpoint's ``meta`` (empty for Ultralytics checkpoints), from a registry name or a path.
@@ -275,31 +323,7 @@ def trainable_detector(spec: str | Path) -> tuple[torch.nn.Module, dict]:
     Raises:
         CheckpointError: as :func:`load_detector`.
     """
-    from patchsim.victims.offline import ultralytics
-    from patchsim.victims.registry import resolve_weights
-
-    ultralytics()
-    path = resolve_weights(spec, "detector")
-    if not path.is_file() or path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: detector checkpoint not found or empty")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        ckpt = None
-    if isinstance(ckpt, dict) and ckpt.get("format") == PATCHSIM_DETECTOR_FORMAT:
-        model, meta = _model_of(ckpt, path), dict(ckpt.get("meta", {}))
-    else:
-        from ultralytics.nn.tasks import torch_safe_load
-
-        try:
-            raw, _ = torch_safe_load(str(path), safe_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from exc
-        model = (raw.get("ema") or raw.get("model")) if isinstance(raw, dict) else None
-        if not isinstance(model, torch.nn.Module):
-            raise CheckpointError(f"{path}: no model inside the checkpoint")
-        model, meta = model.float(), {}
-    _check_detection_model(model, path)
+    model, _, meta = _read_model(spec)
     for p in model.parameters():
         p.requires_grad_(True)
     return model, meta
@@ -335,53 +359,13 @@ def load_detector(spec: str | Path, device: str | torch.device = "cpu", imgsz: i
     Raises:
         CheckpointError: missing or corrupt file, or a model of another task.
     """
-    from patchsim.victims.registry import resolve_weights
-
-    path = resolve_weights(spec, "detector")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: detector checkpoint not found")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: file is empty")
-    from patchsim.victims.offline import ultralytics
-
-    ultralytics()
-    model = None
-    names: dict[int, str] = {}
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        ckpt = None
-    if isinstance(ckpt, dict) and ckpt.get("format") == PATCHSIM_DETECTOR_FORMAT:
-        model = _model_of(ckpt, path)
-        names = ckpt["names"]
-        imgsz = imgsz if imgsz is not None else ckpt.get("meta", {}).get("imgsz")
-    else:
-        from ultralytics.nn.tasks import torch_safe_load
-
-        try:
-            raw, _ = torch_safe_load(str(path), safe_only=not trust_checkpoint)
-        except TypeError as exc:
-            msg = str(exc)
-            if "outside the supported" in msg:
-                raise CheckpointError(f"{path}: the checkpoint references code outside Ultralytics' model classes; "
-                                      "load it in Python with load_detector(path, trust_checkpoint=True) only if "
-                                      "you trust its source") from exc
-            raise CheckpointError(f"{path}: not a loadable checkpoint (empty, truncated or not a model)") from exc
-        except Exception as exc:  # pickle errors, zip errors, missing modules
-            raise CheckpointError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from exc
-        candidate = raw.get("ema") or raw.get("model") if isinstance(raw, dict) else None
-        if not isinstance(candidate, torch.nn.Module):
-            raise CheckpointError(f"{path}: no model inside the checkpoint")
-        model = candidate.float()
-        names = dict(getattr(model, "names", {}) or {})
-    _check_detection_model(model, path)
+    model, names, meta = _read_model(spec, trust_checkpoint)
+    imgsz = imgsz if imgsz is not None else meta.get("imgsz")
     model = model.to(device)
     if half:
         if torch.device(device).type != "cuda":
             raise ValueError("half precision needs a CUDA device")
         model = model.half()
-    if not names:
-        names = {i: str(i) for i in range(model.model[-1].nc)}
     det = YoloDetector(model, names, imgsz=imgsz, source=str(spec))
     return det.to(device)
 

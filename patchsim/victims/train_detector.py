@@ -46,6 +46,18 @@ class DetectorTrainConfig:
 AUGMENT = dict(fliplr=0.0, scale=0.3, translate=0.1, mosaic=1.0)
 
 
+def read_data_yaml(path: str | Path) -> dict:
+    """A detector data set's YAML with its ``path`` made absolute: Ultralytics resolves a relative dataset
+    path against the working directory, so it is pinned to the data set."""
+    data_path = Path(path).resolve()
+    if not data_path.is_file():
+        raise FileNotFoundError(f"{data_path}: data.yaml not found (make it with `patchsim data generate`)")
+    data = yaml.safe_load(data_path.read_text())
+    if isinstance(data, dict):
+        data["path"] = str((data_path.parent / data.get("path", ".")).resolve())
+    return data
+
+
 def results_metrics(results_csv: Path) -> dict[str, float]:
     """The last epoch's validation metrics of an Ultralytics run (``metrics/mAP50(B)``, ...)."""
     if not results_csv.is_file():
@@ -103,14 +115,9 @@ def train_detector(cfg: DetectorTrainConfig, out_dir: str | Path) -> dict:
     from patchsim.victims.detector import save_detector_checkpoint
 
     out = Path(out_dir).resolve()
-    data_path = Path(cfg.data).resolve()
-    if not data_path.is_file():
-        raise FileNotFoundError(f"{data_path}: data.yaml not found (make it with `patchsim data generate`)")
+    data = read_data_yaml(cfg.data)
     out.mkdir(parents=True, exist_ok=True)
-    data = yaml.safe_load(data_path.read_text())
     names = [data["names"][i] for i in sorted(data["names"])]
-    # Ultralytics resolves a relative dataset path against the working directory: pin it to the data set
-    data["path"] = str((data_path.parent / data.get("path", ".")).resolve())
     resolved_data = out / "data.yaml"
     write_text(resolved_data, yaml.safe_dump(data, sort_keys=False))
     arch = out / "model.yaml"
