@@ -235,7 +235,8 @@ def victims_eval(
 def attack(
     out: Path = typer.Option(..., "--out", help="run directory"),
     config: Optional[str] = typer.Option(None, help="attack YAML, or a shipped name: " + ", ".join(
-        ["stop_sticker_vanish", "stop_poster_vanish", "stop_to_speed_limit", "road_steer_pilotnet"])),
+        ["stop_sticker_vanish", "stop_poster_vanish", "stop_to_speed_limit", "road_steer_pilotnet",
+         "road_depart_pilotnet"])),
     resume: bool = typer.Option(False, help="continue the run in --out from its checkpoint"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N"),
     steps: Optional[int] = typer.Option(None, help="override the number of steps"),

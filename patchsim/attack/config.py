@@ -7,6 +7,7 @@ from pathlib import Path
 
 from patchsim.attack.goals import GOALS, Goal, make_goal
 from patchsim.attack.patch import PatchConfig
+from patchsim.attack.rollout import RolloutConfig
 from patchsim.config import FieldError, check_device, load_yaml, param
 from patchsim.eot.pipeline import EOTConfig
 from patchsim.eot.scenes import SceneConfig
@@ -18,10 +19,11 @@ DEFAULTS_DIR = Path(__file__).resolve().parent.parent / "defaults"
 class AttackConfig:
     name: str = param("stop_sticker_vanish", help="label for reports")
     victim: str = param("detector:default", help="victim spec: detector:NAME, lanekeeper:NAME or a checkpoint path")
-    goal: str = param("vanish", help="vanish, misclassify, appear (detectors) or steer (lane-keepers)")
+    goal: str = param("vanish", help="vanish, misclassify, appear (detectors), steer or depart (lane-keepers)")
     source_class: str = param("stop_sign", help="class to hide or change")
     target_class: str | None = param(None, help="class to produce (misclassify, appear)")
-    steer_direction: str = param("left", help="left or right (steer)")
+    steer_direction: str = param("left", help="left or right (steer, depart)")
+    rollout: RolloutConfig = param(default_factory=RolloutConfig, help="drives rolled out by the depart goal")
     scenes: SceneConfig = param(default_factory=SceneConfig)
     heldout: SceneConfig = param(default_factory=lambda: SceneConfig(frames=48, seed=1000))
     patch: PatchConfig = param(default_factory=PatchConfig)
@@ -88,7 +90,7 @@ class AttackConfig:
     def make_goal(self) -> Goal:
         """The goal object with this config's classes, direction, threshold and loss settings."""
         return make_goal(self.goal, self.source_class, self.target_class, self.steer_direction, self.conf_threshold,
-                         self.loss_space, self.score_floor)
+                         self.loss_space, self.score_floor, self.rollout)
 
 
 def load_attack_config(path: str | Path | None) -> AttackConfig:

@@ -15,6 +15,9 @@ Lane-keeper goal:
 
 - :class:`Steer` turns the wheel towards ``direction``; success: the steering changes towards that
   side by more than twice the clean steering's spread over the samples (at least 1 degree).
+- :class:`Depart` takes the car out of its lane towards ``direction`` over a drive rolled out under
+  the victim's own steering (:mod:`patchsim.attack.rollout`); success: the rolled-out drive leaves
+  the lane with the marking, where it stayed in it without.
 
 Each goal also names the closed-loop failure it is after (``drove_as_wanted``): the car fails to
 stop (vanish), fails to stop and confirms the target sign instead (misclassify), leaves its lane
@@ -103,6 +106,32 @@ class SteerResult(HeldoutResult):
                 "steer_change_std_deg": round(float(change.std()), 3),
                 "clean_steer_std_deg": round(float(self.clean_steer_deg.std()), 3),
                 "clean_steer_mean_deg": round(float(self.clean_steer_deg.mean()), 3)}
+
+
+class DepartResult(HeldoutResult):
+    """Rolled-out drives without / with the patch: ``clean_side_m`` / ``adv_side_m`` (N,) the furthest the rear
+    axle got towards the goal's side of the lane centre; ``clean_departed`` / ``adv_departed`` (N,) whether a
+    wheel left the lane; ``adv_departure_s`` (N,) seconds from the drive's start to leaving it (NaN if not).
+    Counted samples: those whose clean drive stayed in its lane. The tie-break is the mean furthest offset."""
+
+    tiebreak_name = "side_offset_m"
+
+    def __init__(self, clean_side_m, adv_side_m, clean_departed, adv_departed, adv_departure_s):
+        super().__init__((adv_departed & ~clean_departed)[~clean_departed])
+        self.clean_side_m, self.adv_side_m = clean_side_m, adv_side_m
+        self.clean_departed, self.adv_departed, self.adv_departure_s = clean_departed, adv_departed, adv_departure_s
+
+    @property
+    def selection_score(self) -> tuple[float, float]:
+        return self.success_rate, float(self.adv_side_m.mean()) if len(self.adv_side_m) else 0.0
+
+    def summary(self) -> dict:
+        t = self.adv_departure_s[self.adv_departed & ~self.clean_departed]
+        return {**super().summary(), "clean_departure_rate": round(float(self.clean_departed.mean()), 4),
+                "adversarial_departure_rate": round(float(self.adv_departed.mean()), 4),
+                "clean_mean_side_offset_m": round(float(self.clean_side_m.mean()), 3),
+                "adversarial_mean_side_offset_m": round(float(self.adv_side_m.mean()), 3),
+                "mean_time_to_departure_s": round(float(t.mean()), 3) if len(t) else None}
 
 
 class Goal(abc.ABC):
@@ -274,16 +303,75 @@ class Steer(Goal):
         return SteerResult(self.sign * change > margin_deg, clean["steer_deg"], adv["steer_deg"], self.sign)
 
 
-GOALS: dict[str, type[Goal]] = {g.name: g for g in (Vanish, Misclassify, Appear, Steer)}
+class Depart(Goal):
+    """Take the car out of its lane towards ``direction`` (``left`` or ``right``) over drives rolled out under the
+    victim's own steering from each sample's frame (:func:`~patchsim.attack.rollout.roll_out`); needs a bank
+    with the road plane (:attr:`~patchsim.eot.scenes.SceneBank.ground`: a road slot in the simulator)."""
+
+    name = "depart"
+    victim_kind = "lanekeeper"
+    PAST_EDGE_M = 0.3  # a drive this far past the lane's edge stops pulling
+    SOFTNESS_M = 0.1
+
+    def __init__(self, direction: str = "left", rollout=None):
+        from patchsim.attack.rollout import RolloutConfig
+
+        if direction not in ("left", "right"):
+            raise ValueError(f"depart direction must be left or right, not {direction!r}")
+        self.direction = direction
+        self.sign = 1.0 if direction == "left" else -1.0
+        self.rollout = rollout or RolloutConfig()
+
+    def _roll(self, victim, batch):
+        from patchsim.attack.rollout import roll_out
+
+        if batch.ground is None:
+            raise ConfigError("goal 'depart' rolls drives out on the road plane, which only simulator banks of a "
+                              "road slot have", key="scenes.slot")
+        r = self.rollout
+        return roll_out(victim, batch.images, batch.ground, r.speeds(batch.images.shape[0], batch.images.device),
+                        r.steps, r.dt_s)
+
+    def loss(self, victim, batch) -> torch.Tensor:
+        """(B,) a soft hinge on each step's offset towards the goal's side, short of ``PAST_EDGE_M`` past the
+        lane's edge, averaged over the drive: every step the car is nearer the edge counts."""
+        from patchsim.closedloop.outcomes import departure_limit_m
+
+        r = self._roll(victim, batch)
+        side = self.sign * r.lane_offset_m[:, 1:]
+        goal = departure_limit_m(r.lane_width_m)[:, None] + self.PAST_EDGE_M
+        return torch.nn.functional.softplus((goal - side) / self.SOFTNESS_M).mul(self.SOFTNESS_M).mean(1)
+
+    def measure(self, victim, batch, margin: bool = False) -> dict[str, torch.Tensor]:
+        from patchsim.closedloop.outcomes import departure_limit_m
+
+        r = self._roll(victim, batch)
+        side = self.sign * r.lane_offset_m.float().cpu()
+        out_of_lane = r.lane_offset_m.abs().cpu() > departure_limit_m(r.lane_width_m.cpu())[:, None]
+        first = torch.where(out_of_lane.any(1), out_of_lane.float().argmax(1).float() * self.rollout.dt_s,
+                            torch.full((side.shape[0],), float("nan")))
+        return {"side_m": side.amax(1), "departed": out_of_lane.any(1), "departure_s": first}
+
+    def result(self, clean: dict[str, np.ndarray], adv: dict[str, np.ndarray]) -> DepartResult:
+        return DepartResult(clean["side_m"], adv["side_m"], clean["departed"], adv["departed"], adv["departure_s"])
+
+    def drove_as_wanted(self, outcome: dict) -> bool | None:
+        return bool(outcome.get("lane_departure"))
+
+
+GOALS: dict[str, type[Goal]] = {g.name: g for g in (Vanish, Misclassify, Appear, Steer, Depart)}
 
 
 def make_goal(name: str, source_class: str = "stop_sign", target_class: str | None = None,
               steer_direction: str = "left", conf: float = 0.25, space: str = "logit",
-              floor: float = SCORE_FLOOR) -> Goal:
-    """The goal called ``name`` with its settings."""
+              floor: float = SCORE_FLOOR, rollout=None) -> Goal:
+    """The goal called ``name`` with its settings (``rollout``: a
+    :class:`~patchsim.attack.rollout.RolloutConfig`, for ``depart``)."""
     if name not in GOALS:
         raise ValueError(f"unknown goal {name!r} (goals: {', '.join(GOALS)})")
     cls = GOALS[name]
     if issubclass(cls, DetectorGoal):
         return cls(source_class, target_class, conf, space, floor)
+    if cls is Depart:
+        return cls(steer_direction, rollout)
     return cls(steer_direction)

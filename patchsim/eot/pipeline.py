@@ -72,11 +72,15 @@ class EOTBatch:
         images: (B, 3, S, S) in [0, 1] (S = crop size, or the frame size for full frames).
         boxes: (B, 4) xyxy of the slot's real outline in the rendered images (the object box).
         corners: (B, 4, 2) the slot corners in the rendered images.
+        ground: when the bank has them (:attr:`SceneBank.ground`), each sample's road-plane homography to the
+            rendered image (``H`` (B, 3, 3)), and the car's ``lane_offset_m``, ``heading_rad`` and
+            ``lane_width_m`` (B,).
     """
 
     images: torch.Tensor
     boxes: torch.Tensor
     corners: torch.Tensor
+    ground: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -315,7 +319,7 @@ class EOT:
             if background.keep_clean:
                 background._clean = (_window(frames, roi), roi.origin)
             images = _paste(frames, roi_out, roi.origin)
-        return EOTBatch(images, layout.boxes, layout.corners)
+        return EOTBatch(images, layout.boxes, layout.corners, _ground(bank, scene, origin, device))
 
     def layout(self, params: dict, bank: SceneBank, slot_hw: tuple[int, int], device: str | torch.device | None = None,
                batch: int | None = None) -> Layout:
@@ -442,6 +446,18 @@ def _rois(corners: torch.Tensor, frame_hw: tuple[int, int], batch: int) -> list[
         rois.append(_Roi(torch.tensor(origin, dtype=torch.long, device=corners.device), size_h, size_w,
                          aligned=all(x % 8 == 0 and y % 8 == 0 for x, y in origin)))
     return rois
+
+
+def _ground(bank: SceneBank, scene: torch.Tensor, origin: torch.Tensor,
+            device: torch.device) -> dict[str, torch.Tensor] | None:
+    """The samples' :attr:`EOTBatch.ground`: the bank's entries, homographies moved into the crop windows."""
+    if bank.ground is None:
+        return None
+    out = {k: v[scene].to(device) for k, v in bank.ground.items()}
+    shift = torch.eye(3, device=device).repeat(len(scene), 1, 1)
+    shift[:, :2, 2] = -origin.to(device=device, dtype=torch.float32)
+    out["H"] = shift @ out["H"]
+    return out
 
 
 def _slot_corners(params: dict, device: torch.device) -> torch.Tensor:

@@ -56,6 +56,12 @@ class SceneBank:
         distance_m: (N,) camera to slot centre.
         outline_uv: (K, 2) the slot's outline in normalized slot coordinates (for object boxes).
         slot_kind, slot_size_m: the slot.
+        ground: road slots from the simulator: where the car stood on the road in each frame, for
+            rollouts that move it (:mod:`patchsim.attack.rollout`): ``H`` (N, 3, 3) the homography from the
+            road plane in the car's frame (metres; x forward, y left, origin at the rear axle) to pixels;
+            ``lane_offset_m`` (N,) the rear axle left of the lane centre; ``heading_rad`` (N,) the car's
+            heading from the road's; ``lane_width_m``, and the car's ``wheelbase_m`` and ``max_steer_rad``
+            (wheel angle at full steer), each (N,). None for other banks.
     """
 
     images: torch.Tensor
@@ -67,6 +73,7 @@ class SceneBank:
     slot_size_m: tuple[float, float]
     sign_kind: str | None = None
     source: dict = field(default_factory=dict)
+    ground: dict[str, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -79,17 +86,19 @@ class SceneBank:
         """Plain tensors and data (loadable with ``torch.load(weights_only=True)``)."""
         return {"images": self.images, "shade": self.shade, "corners": self.corners, "distance_m": self.distance_m,
                 "outline_uv": torch.as_tensor(self.outline_uv), "slot_kind": self.slot_kind,
-                "slot_size_m": list(self.slot_size_m), "sign_kind": self.sign_kind, "source": dict(self.source)}
+                "slot_size_m": list(self.slot_size_m), "sign_kind": self.sign_kind, "source": dict(self.source),
+                "ground": self.ground}
 
     @classmethod
     def from_dict(cls, d: dict) -> "SceneBank":
         return cls(d["images"], d["shade"], d["corners"], d["distance_m"], d["outline_uv"].numpy(), d["slot_kind"],
-                   tuple(d["slot_size_m"]), d["sign_kind"], d["source"])
+                   tuple(d["slot_size_m"]), d["sign_kind"], d["source"], d.get("ground"))
 
     def to(self, device: str | torch.device) -> "SceneBank":
         return SceneBank(self.images.to(device), self.shade.to(device), self.corners.to(device),
                          self.distance_m.to(device), self.outline_uv, self.slot_kind, self.slot_size_m,
-                         self.sign_kind, self.source)
+                         self.sign_kind, self.source,
+                         None if self.ground is None else {k: v.to(device) for k, v in self.ground.items()})
 
 
 def _slot_shade(grey_render: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -117,7 +126,7 @@ def build_sim_bank(cfg: SceneConfig, sim=None) -> SceneBank:
     own = sim is None
     sim = sim or EmbeddedSimulator(labels=True)
     rng = np.random.default_rng([cfg.seed, 17])
-    images, shades, corners, dists = [], [], [], []
+    images, shades, corners, dists, grounds = [], [], [], [], []
     slot_spec = None
     try:
         k = 0
@@ -133,11 +142,11 @@ def build_sim_bank(cfg: SceneConfig, sim=None) -> SceneBank:
             slot_spec = placement
             lid = _slot_label(sim, placement)
             slot_centre_s, _ = sim.road.project(*placement.corners_m.mean(0)[:2])
-            grey = np.zeros((32, 32, 4), np.float32)
+            w_m, h_m = placement.size_m
+            side = 32 * max(1, math.ceil(h_m / w_m))  # long narrow slots need more pixels to keep their aspect
+            grey = np.zeros((side, max(2, round(side * w_m / h_m)), 4), np.float32)
             grey[..., :3] = GREY
             grey[..., 3] = 1.0
-            w_m, h_m = placement.size_m
-            grey = cv2.resize(grey, (max(2, int(32 * w_m / h_m)), 32))
             for _ in range(cfg.frames_per_seed):
                 if len(images) >= cfg.frames:
                     break
@@ -170,6 +179,8 @@ def build_sim_bank(cfg: SceneConfig, sim=None) -> SceneBank:
                 images.append(clean.image)
                 corners.append(truth.corners_px.astype(np.float32))
                 dists.append(truth.distance_m)
+                if placement.spec.kind == "road":
+                    grounds.append(_ground(sim, clean, placement, lat, head))
         sign_kind = None
         if slot_spec is not None and slot_spec.spec.kind == "sign_face":
             sign_kind = sim.scenario.sign(slot_spec.spec.sign).kind
@@ -183,10 +194,32 @@ def build_sim_bank(cfg: SceneConfig, sim=None) -> SceneBank:
             distance_m=torch.tensor(dists, dtype=torch.float32),
             outline_uv=info.outline_uv(), slot_kind=info.kind, slot_size_m=tuple(slot_spec.size_m),
             sign_kind=sign_kind, source={"kind": "simulator", "scenario": cfg.scenario, "seed": cfg.seed},
+            ground={k: torch.tensor(np.array([g[k] for g in grounds]), dtype=torch.float32) for k in grounds[0]}
+            if grounds else None,
         )
     finally:
         if own:
             sim.close()
+
+
+#: car-frame road points (x forward, y left; metres) the ground homography is fitted to
+_GROUND_POINTS_M = np.array([[6.0, -3.0], [6.0, 3.0], [40.0, 3.0], [40.0, -3.0]])
+
+
+def _ground(sim, frame, placement, lateral_offset_m: float, heading_rad: float) -> dict[str, np.ndarray]:
+    """A frame's :attr:`SceneBank.ground` entries: the road-plane homography (car frame -> pixels, from the
+    frame's pinhole camera), the car's offset and heading in its lane, and the lane width."""
+    e = frame.ego
+    c, s = math.cos(e.yaw_rad), math.sin(e.yaw_rad)
+    z = float(placement.corners_m[:, 2].mean())  # the road surface under the slot
+    world = np.stack([e.x_m + c * _GROUND_POINTS_M[:, 0] - s * _GROUND_POINTS_M[:, 1],
+                      e.y_m + s * _GROUND_POINTS_M[:, 0] + c * _GROUND_POINTS_M[:, 1], np.full(4, z)], 1)
+    uv, _ = frame.camera.project(world)
+    H = cv2.getPerspectiveTransform(_GROUND_POINTS_M.astype(np.float32), uv.astype(np.float32))
+    ego = sim.scenario.ego
+    return {"H": H, "lane_offset_m": lateral_offset_m, "heading_rad": heading_rad,
+            "lane_width_m": sim.scenario.road.lane_width_m, "wheelbase_m": ego.wheelbase_m,
+            "max_steer_rad": math.radians(ego.max_steer_deg)}
 
 
 def _draw_distance(rng: np.random.Generator, cfg: SceneConfig) -> float:
@@ -242,7 +275,7 @@ def load_photo_bank(folder: str | Path, slot_size_m: tuple[float, float], sign_k
     if not isinstance(ann, dict) or not ann:
         raise ConfigError("expected a mapping of image names to annotations", ann_path)
     info = SlotInfo("photo", "sign_face" if sign_kind else "road", slot_size_m, sign_kind)
-    images, shades, corners, dists = [], [], [], []
+    images, shades, corners, dists, grounds = [], [], [], [], []
     size = None
     for name, entry in sorted(ann.items()):
         path = folder / name

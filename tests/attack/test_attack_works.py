@@ -69,3 +69,35 @@ def test_an_optimized_poster_makes_the_car_run_the_stop_sign(tmp_path, near_stop
         ran += patched["outcome"]["ran_stop_sign"]
     worker.close()
     assert ran >= 3
+
+
+def _small_marking(steps: int):
+    cfg = load_attack_config("road_depart_pilotnet")
+    for bank in (cfg.scenes, cfg.heldout):
+        bank.frames, bank.frames_per_seed = 12, 4
+    cfg.batch, cfg.steps, cfg.eval_every, cfg.checkpoint_every = 8, steps, 6, 6
+    cfg.eval_samples, cfg.final_samples = 8, 16
+    cfg.time_budget_s = None
+    return cfg
+
+
+def test_a_small_road_marking_takes_rolled_out_drives_out_of_their_lane(tmp_path):
+    m = run_attack(_small_marking(12), tmp_path / "marking", progress=False).metrics
+    assert m["clean_departure_rate"] <= 0.25, m
+    assert m["adversarial_departure_rate"] >= m["clean_departure_rate"] + 0.25, m
+    assert m["adversarial_mean_side_offset_m"] > m["clean_mean_side_offset_m"] + 0.3, m
+
+
+@pytest.mark.slow
+def test_an_optimized_road_marking_takes_the_car_out_of_its_lane(tmp_path):
+    run_attack(_small_marking(60), tmp_path / "marking", progress=False)
+    worker = EpisodeWorker()
+    departed = 0
+    for seed in range(4):
+        clean = worker.run(EpisodeJob("scenarios/lane_keep_straight.yaml", seed, "lanekeeper", "lanekeeper:pilotnet"))
+        patched = worker.run(EpisodeJob("scenarios/lane_keep_straight.yaml", seed, "lanekeeper", "lanekeeper:pilotnet",
+                                        patch=str(tmp_path / "marking"), variant="marking"))
+        assert not clean["outcome"]["lane_departure"], yaml.safe_dump(clean["outcome"])
+        departed += patched["outcome"]["lane_departure"]
+    worker.close()
+    assert departed >= 3
