@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 from patchsim.attack.losses import SCORE_FLOOR, SPACES, best_near, detected, logit, near_candidates, push_down, push_up
+from patchsim.attack.rollout import RolloutConfig, roll_out
+from patchsim.closedloop.outcomes import departure_limit_m
 from patchsim.errors import ConfigError
 
 STEER_DEG_PER_UNIT = 35.0  # steer command 1.0 = the lane-keepers' 35 degree wheel angle
@@ -283,10 +285,7 @@ class Steer(Goal):
     victim_kind = "lanekeeper"
 
     def __init__(self, direction: str = "left"):
-        if direction not in ("left", "right"):
-            raise ValueError(f"steer direction must be left or right, not {direction!r}")
-        self.direction = direction
-        self.sign = 1.0 if direction == "left" else -1.0
+        self.direction, self.sign = direction, _side_sign(self.name, direction)
 
     def loss(self, victim, batch) -> torch.Tensor:
         return -self.sign * victim(batch.images).float()
@@ -303,6 +302,13 @@ class Steer(Goal):
         return SteerResult(self.sign * change > margin_deg, clean["steer_deg"], adv["steer_deg"], self.sign)
 
 
+def _side_sign(goal: str, direction: str) -> float:
+    """+1 for ``left`` (a positive steer command), -1 for ``right``; a ValueError naming the goal otherwise."""
+    if direction not in ("left", "right"):
+        raise ValueError(f"{goal} direction must be left or right, not {direction!r}")
+    return 1.0 if direction == "left" else -1.0
+
+
 class Depart(Goal):
     """Take the car out of its lane towards ``direction`` (``left`` or ``right``) over drives rolled out under the
     victim's own steering from each sample's frame (:func:`~patchsim.attack.rollout.roll_out`); needs a bank
@@ -313,18 +319,11 @@ class Depart(Goal):
     PAST_EDGE_M = 0.3  # a drive this far past the lane's edge stops pulling
     SOFTNESS_M = 0.1
 
-    def __init__(self, direction: str = "left", rollout=None):
-        from patchsim.attack.rollout import RolloutConfig
-
-        if direction not in ("left", "right"):
-            raise ValueError(f"depart direction must be left or right, not {direction!r}")
-        self.direction = direction
-        self.sign = 1.0 if direction == "left" else -1.0
+    def __init__(self, direction: str = "left", rollout: RolloutConfig | None = None):
+        self.direction, self.sign = direction, _side_sign(self.name, direction)
         self.rollout = rollout or RolloutConfig()
 
     def _roll(self, victim, batch):
-        from patchsim.attack.rollout import roll_out
-
         if batch.ground is None:
             raise ConfigError("goal 'depart' rolls drives out on the road plane, which only simulator banks of a "
                               "road slot have", key="scenes.slot")
@@ -335,16 +334,12 @@ class Depart(Goal):
     def loss(self, victim, batch) -> torch.Tensor:
         """(B,) a soft hinge on each step's offset towards the goal's side, short of ``PAST_EDGE_M`` past the
         lane's edge, averaged over the drive: every step the car is nearer the edge counts."""
-        from patchsim.closedloop.outcomes import departure_limit_m
-
         r = self._roll(victim, batch)
         side = self.sign * r.lane_offset_m[:, 1:]
         goal = departure_limit_m(r.lane_width_m)[:, None] + self.PAST_EDGE_M
         return torch.nn.functional.softplus((goal - side) / self.SOFTNESS_M).mul(self.SOFTNESS_M).mean(1)
 
     def measure(self, victim, batch, margin: bool = False) -> dict[str, torch.Tensor]:
-        from patchsim.closedloop.outcomes import departure_limit_m
-
         r = self._roll(victim, batch)
         side = self.sign * r.lane_offset_m.float().cpu()
         out_of_lane = r.lane_offset_m.abs().cpu() > departure_limit_m(r.lane_width_m.cpu())[:, None]
@@ -364,7 +359,7 @@ GOALS: dict[str, type[Goal]] = {g.name: g for g in (Vanish, Misclassify, Appear,
 
 def make_goal(name: str, source_class: str = "stop_sign", target_class: str | None = None,
               steer_direction: str = "left", conf: float = 0.25, space: str = "logit",
-              floor: float = SCORE_FLOOR, rollout=None) -> Goal:
+              floor: float = SCORE_FLOOR, rollout: RolloutConfig | None = None) -> Goal:
     """The goal called ``name`` with its settings (``rollout``: a
     :class:`~patchsim.attack.rollout.RolloutConfig`, for ``depart``)."""
     if name not in GOALS:

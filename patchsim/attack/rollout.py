@@ -80,26 +80,21 @@ def pose_matrix(x_m: torch.Tensor, y_m: torch.Tensor, yaw_rad: torch.Tensor) -> 
                         torch.stack([zero, zero, one], -1)], -2)
 
 
-def view_from(images: torch.Tensor, H: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+def view_from(images: torch.Tensor, H: torch.Tensor, pose: torch.Tensor,
+              rays: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The start frames seen from moved poses.
 
     Args:
         images: (B, 3, h, w) start frames. H: (B, 3, 3) road plane (start car frame, metres) -> pixels.
         pose: (B, 3, 3) :func:`pose_matrix` of the new poses.
+        rays: :func:`road_rays` of ``H`` for these frames, when already worked out (they do not depend on the pose).
 
     Returns:
         (B, 3, h, w): road pixels warped to the new pose, the rest as in the start frames.
     """
     h, w = images.shape[-2:]
     H = H.to(images.dtype)
-    ys, xs = torch.meshgrid(torch.arange(h, device=images.device, dtype=images.dtype),
-                            torch.arange(w, device=images.device, dtype=images.dtype), indexing="ij")
-    q = torch.stack([xs + 0.5, ys + 0.5, torch.ones_like(xs)], 0).reshape(3, -1)  # new-view pixel centres
-    to_road = torch.linalg.inv(H)
-    road_new = to_road @ q  # (B, 3, h*w) homogeneous road points in the new car frame
-    with torch.no_grad():
-        fwd = road_new[:, 0] / road_new[:, 2]
-        seen = (road_new[:, 2] * _side(H)[:, None] > 0) & (fwd > 0) & (fwd < ROAD_RANGE_M)
+    road_new, seen = rays if rays is not None else road_rays(H, h, w)
     src = H @ pose @ road_new  # where those road points were in the start frame
     z = src[:, 2].where(seen, torch.ones_like(src[:, 2]))
     # normalized sampling coordinates; pixels off the road (whose points lie at or past the horizon) are
@@ -110,6 +105,23 @@ def view_from(images: torch.Tensor, H: torch.Tensor, pose: torch.Tensor) -> torc
     warped = F.grid_sample(images, grid.reshape(-1, h, w, 2), mode="bilinear", padding_mode="border",
                            align_corners=False)
     return torch.where(seen.reshape(-1, 1, h, w), warped, images)
+
+
+def road_rays(H: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The road point each pixel centre of an (h, w) view sees, for road-plane homographies ``H`` (B, 3, 3).
+
+    Returns:
+        (B, 3, h*w) homogeneous road points in the viewing car's frame, and (B, h*w) bool: whether the pixel
+        sees the road ahead within ``ROAD_RANGE_M`` (the rest is at or past the horizon).
+    """
+    ys, xs = torch.meshgrid(torch.arange(h, device=H.device, dtype=H.dtype),
+                            torch.arange(w, device=H.device, dtype=H.dtype), indexing="ij")
+    q = torch.stack([xs + 0.5, ys + 0.5, torch.ones_like(xs)], 0).reshape(3, -1)  # pixel centres
+    road = torch.linalg.inv(H) @ q
+    with torch.no_grad():
+        fwd = road[:, 0] / road[:, 2]
+        seen = (road[:, 2] * _side(H)[:, None] > 0) & (fwd > 0) & (fwd < ROAD_RANGE_M)
+    return road, seen
 
 
 def _side(H: torch.Tensor) -> torch.Tensor:
@@ -139,8 +151,9 @@ def roll_out(victim, images: torch.Tensor, ground: dict[str, torch.Tensor], spee
     max_steer = ground["max_steer_rad"].to(dev).float()
     offsets, steers = [lane0], []
     v = speed_mps.to(dev).float()
+    rays = road_rays(H.to(images.dtype), *images.shape[-2:]) if steps > 1 else None
     for t in range(steps):
-        view = images if t == 0 else view_from(images, H, pose_matrix(x, y, yaw))
+        view = images if t == 0 else view_from(images, H, pose_matrix(x, y, yaw), rays)
         steer = victim(view).float().clamp(-1.0, 1.0)
         steers.append(steer)
         turn = v * dt_s * torch.tan(steer * max_steer) / wheelbase

@@ -275,7 +275,7 @@ def load_photo_bank(folder: str | Path, slot_size_m: tuple[float, float], sign_k
     if not isinstance(ann, dict) or not ann:
         raise ConfigError("expected a mapping of image names to annotations", ann_path)
     info = SlotInfo("photo", "sign_face" if sign_kind else "road", slot_size_m, sign_kind)
-    images, shades, corners, dists, grounds = [], [], [], [], []
+    images, shades, corners, dists = [], [], [], []
     size = None
     for name, entry in sorted(ann.items()):
         path = folder / name
