@@ -41,7 +41,9 @@ def main() -> None:
 
     os.chdir(ROOT)
     from patchsim.attack.evaluate import evaluate_heldout
-    from patchsim.attack.optimizer import load_attack_victim, run_attack, scene_banks
+    from patchsim.attack.banks import scene_banks
+    from patchsim.attack.objective import load_attack_victim
+    from patchsim.attack.optimizer import run_attack
     from patchsim.attack.patch import Patch, SlotInfo
     from patchsim.config import read_json
     from patchsim.eot.pipeline import EOT

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     from patchsim.attack.config import load_attack_config
-    from patchsim.attack.optimizer import Objective, attack_step
+    from patchsim.attack.objective import Objective, attack_step
     from patchsim.attack.patch import Patch, SlotInfo, place_grid_stickers
     from patchsim.eot.pipeline import EOT
     from patchsim.eot.pool import BackgroundPool

@@ -89,7 +89,8 @@ def main() -> None:
     from patchsim.attack.config import load_attack_config
     from patchsim.attack.evaluate import evaluate_heldout
     from patchsim.attack.goals import Vanish
-    from patchsim.attack.optimizer import _banks, run_attack
+    from patchsim.attack.banks import scene_banks
+    from patchsim.attack.optimizer import run_attack
     from patchsim.attack.patch import Patch, SlotInfo
     from patchsim.eot.pipeline import EOT
     from patchsim.eot.printer import load_profile

@@ -41,3 +41,40 @@ def evaluate_heldout(victim, eot: EOT, bank: SceneBank, params: dict, colours: t
 
 def _joined(parts: list[dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
     return {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
+
+
+class HeldoutSamples:
+    """The held-out samples of an attack, drawn once from the held-out bank: even frames choose the best
+    patch (``select``), odd frames report it (``report``), so the reported rate is not measured on the
+    conditions the patch was selected on.
+
+    Args:
+        eot: the attack's EOT (draws the conditions). bank: the held-out scene bank.
+        select_samples, report_samples: how many samples each set has. seed: the attack's seed.
+    """
+
+    def __init__(self, eot: EOT, bank: SceneBank, select_samples: int, report_samples: int, seed: int):
+        self.bank = bank
+        n_frames = len(bank)
+        select_frames = torch.arange(0, n_frames, 2)
+        report_frames = torch.arange(1, n_frames, 2) if n_frames > 1 else select_frames
+        gen = torch.Generator().manual_seed(seed + 99_991)
+        self.select = eot.sample(bank, select_samples, gen, full_frame=True,
+                                 scenes=select_frames[torch.randint(0, len(select_frames), (select_samples,),
+                                                                    generator=gen)])
+        self.report = eot.sample(bank, report_samples, gen, full_frame=True,
+                                 scenes=report_frames[torch.randint(0, len(report_frames), (report_samples,),
+                                                                    generator=gen)])
+        self._clean_select: dict = {}  # the clean measurements of the selection samples, made once
+
+    def score(self, victim, eot: EOT, goal: Goal, colours: torch.Tensor, mask: torch.Tensor, device,
+              margin: bool = False) -> HeldoutResult:
+        """The patch ``colours`` (3, h, w) under ``mask`` on the selection samples."""
+        return evaluate_heldout(victim, eot, self.bank, self.select, colours, mask, goal, device=device,
+                                clean_cache=self._clean_select, margin=margin)
+
+    def report_result(self, victim, eot: EOT, goal: Goal, colours: torch.Tensor, mask: torch.Tensor,
+                      device) -> HeldoutResult:
+        """The patch on the report samples: the figures a run states."""
+        return evaluate_heldout(victim, eot, self.bank, self.report, colours, mask, goal, device=device,
+                                clean_cache={})

@@ -240,7 +240,8 @@ def train_against(cfg: AttackerConfig, acfg, init: PatchGenerator | None = None,
         The generator, the slot it makes patches for (``SlotInfo``), its training figures and its score
         (:func:`score_attacker`).
     """
-    from patchsim.attack.optimizer import load_attack_victim, scene_banks
+    from patchsim.attack.banks import scene_banks
+    from patchsim.attack.objective import load_attack_victim
     from patchsim.attack.patch import Patch, SlotInfo
     from patchsim.eot.pipeline import EOT
     from patchsim.eot.printer import load_profile

@@ -101,7 +101,7 @@ def test_run_directory_is_self_describing(tmp_path):
 
 
 def test_a_scene_bank_is_reused_only_for_the_same_configuration(tmp_path):
-    from patchsim.attack.optimizer import bank_key
+    from patchsim.attack.banks import bank_key
 
     cfg = _tiny()
     key = bank_key(cfg)
@@ -256,3 +256,39 @@ def test_select_by_margin_keeps_the_patch_furthest_past_the_goal(tmp_path):
     assert all("score_margin" in e for e in evals)
     best = max(evals, key=lambda e: (e["heldout_success_rate"], e["score_margin"]))
     assert state["best_step"] == best["step"]
+
+
+def test_the_loop_runs_step_by_step_without_a_run_directory_and_ends_where_run_attack_does(tmp_path):
+    """A training loop (hardening) drives AttackLoop itself: same patch as the run, no files written."""
+    from patchsim.attack.banks import scene_banks
+    from patchsim.attack.evaluate import HeldoutSamples
+    from patchsim.attack.loop import AttackLoop
+    from patchsim.attack.objective import Objective, load_attack_victim
+    from patchsim.attack.patch import Patch, SlotInfo
+    from patchsim.eot.pipeline import EOT
+    from patchsim.eot.printer import load_profile
+
+    cfg = _tiny()
+    cfg.patch.mask, cfg.patch.max_coverage = "full", 1.0
+    run_attack(cfg, tmp_path / "run", progress=False)
+    ran = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["state"]
+
+    victim = load_attack_victim(cfg)
+    bank, heldout_bank, _ = scene_banks(cfg)
+    profile = load_profile(cfg.printer_profile)
+    eot = EOT(cfg.eot, profile)
+    patch = Patch(SlotInfo(cfg.scenes.slot, bank.slot_kind, bank.slot_size_m, bank.sign_kind), cfg.patch,
+                  generator=torch.Generator().manual_seed(cfg.seed))
+    objective = Objective(cfg, victim, eot, torch.as_tensor(profile.palette, dtype=torch.float32))
+    heldout = HeldoutSamples(eot, heldout_bank, cfg.eval_samples, cfg.final_samples, cfg.seed)
+    loop = AttackLoop(cfg, objective, patch, bank, heldout)
+    losses = []
+    while loop.stop_reason() is None:
+        losses.append(loop.step()["attack"])
+        if loop.state["step"] % cfg.eval_every == 0:
+            loop.evaluate()
+    assert len(losses) == cfg.steps and [e["step"] for e in loop.state["evals"]] == [5, 10]
+    assert [h["attack"] for h in ran["history"]] == [round(v, 5) for v in losses]
+    assert loop.state["best_step"] == ran["best_step"]
+    assert torch.equal(loop.best_image(), ran["best_colours"])
+    assert list(tmp_path.iterdir()) == [tmp_path / "run"]

@@ -47,11 +47,11 @@ def test_the_patch_kept_is_the_candidate_that_fails_the_car_most(tmp_path, near_
 
 
 def test_closed_loop_candidates_come_from_different_stages_of_the_run():
-    from patchsim.attack.optimizer import _keep_candidates
+    from patchsim.attack.loop import keep_candidates
 
     kept: list = []
     for step, score in ((25, 0.5), (50, 0.9), (75, 0.95), (100, 0.9), (150, 0.8), (175, 0.85), (250, 0.6)):
-        kept = _keep_candidates(kept, {"step": step, "score": score, "tie": 0.0}, 3, 60)
+        kept = keep_candidates(kept, {"step": step, "score": score, "tie": 0.0}, 3, 60)
     # 75 displaced 50 (nearer than 60 steps); 100 lost to 75; 175 displaced 150; 250 is third
     assert [c["step"] for c in kept] == [75, 175, 250]
 
