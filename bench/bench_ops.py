@@ -11,6 +11,11 @@ Pairs (patchsim op -> kornia op):
   window carries the kernel's reach, the result is its interior) -> ``filter2d(padding="valid")``;
 - Gaussian kernels, one sigma per image: ``eot.ops.gaussian_kernel1d`` ->
   ``kornia.filters.get_gaussian_kernel1d``;
+- the patch's warp into the window (colours and coverage, one grid for both):
+  ``eot.ops.patch_grid`` + ``eot.ops.sample_patch`` -> ``kornia.geometry.transform.warp_perspective``
+  (the same homography in kornia's pixel-centre convention);
+- exposure, contrast and tone curve: ``eot.ops.exposure_gamma`` -> ``clamp(x * scale + offset)`` then
+  ``kornia.enhance.adjust_gamma``;
 - JPEG: ``eot.ops.jpeg_like`` (straight-through rounding) -> ``kornia.enhance.jpeg_codec_differentiable``
   (a differentiable rounding approximation, chroma subsampled): another model of JPEG, so their
   outputs are compared with the real codec (OpenCV) rather than with each other.
@@ -82,6 +87,46 @@ def hand_written_gaussian(sigma: torch.Tensor, radius: int) -> torch.Tensor:
     return k / k.sum(1, keepdim=True)
 
 
+def _warp_pair(b: int, window: int, repeats: int, gen: torch.Generator) -> dict:
+    """A 96 px patch (colours + coverage) warped into a ``window`` px window by random perspective quads."""
+    from kornia.geometry.transform import warp_perspective
+
+    from patchsim.eot.ops import patch_grid, quad_homography, sample_patch
+
+    h = w = 96
+    x0 = torch.randint(0, 500, (b,), generator=gen).float()  # the window's place in the frame
+    y0 = torch.randint(0, 300, (b,), generator=gen).float()
+    square = torch.tensor([[0.2, 0.2], [0.8, 0.2], [0.8, 0.8], [0.2, 0.8]]) * window
+    corners = square + torch.randn(b, 4, 2, generator=gen) * window * 0.05 + torch.stack([x0, y0], 1)[:, None]
+    H = quad_homography((w, h), corners)  # patch -> frame, pixel i spanning [i, i + 1)
+    xs = x0[:, None] + torch.arange(window)
+    ys = y0[:, None] + torch.arange(window)
+    # kornia: pixel centres at integer coordinates, the window's origin at (x0, y0)
+    to_window = torch.eye(3).repeat(b, 1, 1)
+    to_window[:, 0, 2], to_window[:, 1, 2] = -x0 - 0.5, -y0 - 0.5
+    from_centres = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+    M = to_window @ H @ from_centres
+    patch = torch.rand(b, 4, h, w, generator=gen)
+    return _same_output_pair(lambda p: sample_patch(p, patch_grid(H, xs, ys, (h, w))),
+                             lambda p: warp_perspective(p, M, (window, window), mode="bilinear",
+                                                        padding_mode="zeros", align_corners=True),
+                             patch, repeats)
+
+
+def _exposure_pair(x: torch.Tensor, repeats: int, gen: torch.Generator) -> dict:
+    from kornia.enhance import adjust_gamma
+
+    from patchsim.eot.ops import exposure_gamma
+
+    b = x.shape[0]
+    scale = 0.6 + 0.8 * torch.rand(b, 3, generator=gen)
+    offset = 0.1 * torch.rand(b, generator=gen) - 0.05
+    gamma = 0.8 + 0.4 * torch.rand(b, generator=gen)
+    kornia = lambda t: adjust_gamma(torch.addcmul(offset[:, None, None, None], t, scale[:, :, None, None])  # noqa: E731
+                                    .clamp(1e-4, 1), gamma)
+    return _same_output_pair(lambda t: exposure_gamma(t, scale, offset, gamma), kornia, x, repeats)
+
+
 def _opencv_jpeg(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     import cv2
     import numpy as np
@@ -125,6 +170,9 @@ def main() -> None:
     out["blur_convolution_with_context"] = _same_output_pair(lambda t: hand_written_convolve(t, kernel, context=True),
                                                              lambda t: filter2d(t, kernel, padding="valid"), x,
                                                              args.repeats)
+
+    out["patch_warp"] = _warp_pair(b, s, args.repeats, gen)
+    out["exposure_gamma"] = _exposure_pair(x, args.repeats, gen)
 
     k = 2 * BLUR_RADIUS_PX + 1
     ours_k = hand_written_gaussian(sigma, BLUR_RADIUS_PX)

@@ -41,6 +41,10 @@ def patch_grid(H: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, patch_hw: tu
 
     Returns:
         (B, S_h, S_w, 2) normalized patch coordinates (``grid_sample``'s convention, -1..1 across the patch).
+
+    Hand-written: one grid serves the patch's colours and its coverage, for the window only;
+    ``bench/bench_ops.py`` (``patch_warp``) measures it faster in forward + backward than kornia's
+    ``warp_perspective`` with the same homography, at the same output.
     """
     h, w = patch_hw
     inv = torch.linalg.inv(H)  # image -> patch
@@ -118,10 +122,12 @@ def exposure_gamma(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, g
         x: (B, C, H, W). scale: (B, C). offset: (B,) or (B, C). gamma: (B,).
 
     The power is taken as ``exp(gamma log(v))`` (``v >= 1e-4``): the same values to within a float32
-    rounding, 3-5x faster on the CPU than ``pow`` with a tensor exponent (5.9 ms against 1.7 ms on
-    12 frames of 256 px). In place when nothing needs a gradient. With gradients, one custom step: the
-    forward keeps the derivative (zero where the clamp holds), so the backward is one product instead of
-    a power's and a clamp's backward.
+    rounding as ``pow`` with a tensor exponent, and faster on the CPU. In place when nothing needs a
+    gradient. With gradients, one custom step: the forward keeps the derivative (zero where the clamp
+    holds), so the backward is one product instead of a power's and a clamp's backward.
+
+    Hand-written: ``bench/bench_ops.py`` (``exposure_gamma``) measures it faster in forward + backward than
+    the affine step followed by kornia's ``adjust_gamma``, at the same output.
     """
     scale, offset, gamma = _exposure_shapes(x, scale, offset, gamma)
     if not (torch.is_grad_enabled() and x.requires_grad):
