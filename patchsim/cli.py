@@ -335,6 +335,9 @@ def scenario_sweep(
     executor: str = typer.Option("local", help="local (worker processes) or ray"),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: a local Ray instance)"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    detector: Optional[str] = typer.Option(None, help="detector for the planner, in place of the sweep file's "
+                                                      "(a hardened model, or another detector for transfer)"),
+    lanekeeper: Optional[str] = typer.Option(None, help="lane-keeper at the wheel, in place of the sweep file's"),
     sim: SimOpt = "embedded",
     carla: CarlaOpt = None,
     carla_timeout: CarlaTimeoutOpt = 10.0,
@@ -347,7 +350,7 @@ def scenario_sweep(
 
     spec = _sim_spec(sim, carla, carla_timeout, carla_load_timeout, carla_spawn)
     summary = _run(run_sweep, sweep_file, out, workers, executor, [str(p) for p in patch], spec, ray_address,
-                   progress=progress)
+                   progress=progress, detector=detector, lanekeeper=lanekeeper)
     typer.echo(format_table(comparison_table(summary["variants"])))
     typer.echo(f"{summary['episodes']} episodes ({summary['episodes_resumed']} resumed) in {summary['wall_s']} s "
                f"-> {out}/report.html")

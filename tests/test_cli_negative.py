@@ -137,6 +137,8 @@ CASES = [
     ("sweep-unknown-key", "scenario sweep {t}/bad_sweep.yaml --out {t}/out", "bad_sweep.yaml:3"),
     ("sweep-bad-executor", "scenario sweep scenarios/sweeps/stop_sign_heldout.yaml --out {t}/out --executor slurm",
      "slurm"),
+    ("sweep-unknown-lanekeeper", "scenario sweep scenarios/sweeps/lane_keep_straight_heldout.yaml --out {t}/out "
+                                 "--lanekeeper lanekeeper:nope", "lanekeeper:nope"),
     ("sweep-unwritable-out", "scenario sweep scenarios/sweeps/stop_sign_heldout.yaml --out {t}/blocker/out",
      "blocker"),
 ]
