@@ -41,7 +41,8 @@ class AttackConfig:
     eval_samples: int = param(64, range=(1, 100000), help="held-out samples for best-patch selection")
     final_samples: int = param(200, range=(1, 100000), help="held-out samples for the reported metrics")
     checkpoint_every: int = param(25, range=(1, 1_000_000), help="checkpoint period (steps)")
-    time_budget_s: float | None = param(None, unit="s", range=(1.0, None), help="stop optimizing after this long")
+    time_budget_s: float | None = param(None, unit="s", range=(1.0, None),
+                                        help="stop optimizing after this long (time in steps and held-out checks)")
     target_success: float | None = param(None, range=(0.0, 1.0), help="stop once held-out success reaches this")
     plateau_evals: int | None = param(None, range=(1, 100000),
                                       help="stop when this many held-out evaluations in a row found no better patch")

@@ -7,8 +7,15 @@ from the ``on_step`` hook, and a training loop can drive it step by step (:meth:
 :meth:`AttackLoop.evaluate`)::
 
     loop = AttackLoop(cfg, objective, patch, bank, HeldoutSamples(eot, heldout_bank, 64, 200, cfg.seed))
-    stopped_by = loop.run()
+    while loop.stop_reason() is None:      # or: stopped_by = loop.run()
+        loop.step()
+        if loop.eval_due():
+            loop.evaluate()
     patch.colours.data.copy_(loop.best_image())
+
+Each step's EOT samples come from a generator seeded with (seed, step) or, when backgrounds are
+reused, from one seeded with (seed, pool number) that draws all the pool's steps; the state holds
+every piece of progress, so a resumed loop ends with the same patch as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from patchsim.attack.objective import Objective, attack_step, step_generator
 from patchsim.attack.patch import Patch
 from patchsim.eot.pool import SAMPLING_SCHEME, BackgroundPool
 from patchsim.eot.scenes import SceneBank
+from patchsim.errors import CheckpointError
 
 
 def new_state() -> dict:
@@ -55,15 +63,30 @@ class AttackLoop:
         self.state = new_state()
 
     def state_dict(self) -> dict:
-        """Everything a resumed loop needs: ``colours``, ``mask``, ``optimizer``, ``state``."""
+        """Everything a resumed loop needs: ``colours``, ``mask``, ``optimizer``, ``state`` (the live progress
+        dict, not a copy: save it, or deep-copy it to keep a snapshot in memory)."""
         return {"colours": self.patch.colours.detach().clone(), "mask": self.patch.mask.detach().clone(),
                 "optimizer": self.opt.state_dict(), "state": self.state}
 
     def load_state_dict(self, ck: dict) -> None:
+        """Continue from ``ck`` (a :meth:`state_dict`, saved and loaded).
+
+        Raises:
+            CheckpointError: its background pool drew samples another way than this patchsim's, so the
+                resumed run would not repeat the uninterrupted one.
+        """
+        state = ck["state"]
+        scheme = state.get("pool_sampling", 1)  # checkpoints from before the scheme was recorded: 1
+        if self.pool is not None and scheme != SAMPLING_SCHEME:
+            raise CheckpointError(f"written by a patchsim whose background pool drew its samples another way "
+                                  f"(scheme {scheme}, now {SAMPLING_SCHEME}); resuming would not repeat the run, "
+                                  f"so start it again with a new --out")
+        # a checkpoint from before the tie-break: its best patch keeps winning ties, as it did then
+        state.setdefault("best_tiebreak", math.inf if state["best_step"] >= 0 else -math.inf)
         self.patch.colours.data.copy_(ck["colours"])
         self.patch.mask = ck["mask"].to(self.patch.mask)  # already clipped to the outline when it was saved
         self.opt.load_state_dict(ck["optimizer"])
-        self.state = ck["state"]
+        self.state = state
 
     def lr_at(self, step: int) -> float:
         """The learning rate of ``step``: constant, or cosine from ``lr`` down to a tenth of it."""
@@ -89,9 +112,17 @@ class AttackLoop:
         state["elapsed_s"] += time.perf_counter() - t0
         return parts
 
+    def eval_due(self) -> bool:
+        """Whether the step just taken is one the held-out score is taken after: every ``eval_every`` steps
+        and the last (never without held-out samples)."""
+        step = self.state["step"]
+        return self.heldout is not None and (step % self.cfg.eval_every == 0 or step == self.cfg.steps)
+
     def evaluate(self) -> dict:
         """Score the current patch on the held-out selection samples; keep it if it is the best (the success
         rate first, then the goal's tie-break) or one of the best few. Returns the evaluation's entry."""
+        if self.heldout is None:
+            raise ValueError("this AttackLoop has no held-out samples to score the patch on")
         t0 = time.perf_counter()
         cfg, state, obj = self.cfg, self.state, self.objective
         image = self.patch.image().detach().clone()
@@ -118,7 +149,8 @@ class AttackLoop:
         return entry
 
     def stop_reason(self) -> str | None:
-        """Why the loop should stop now (``steps``, ``target_success``, ``plateau``, ``time_budget``), or None."""
+        """Why the loop should stop now, or None: ``target_success``, ``plateau``, ``time_budget`` or ``steps``
+        (checked in that order). The time budget counts the time spent in :meth:`step` and :meth:`evaluate`."""
         cfg, state = self.cfg, self.state
         if cfg.target_success is not None and state["best_score"] >= cfg.target_success:
             return "target_success"
@@ -139,10 +171,7 @@ class AttackLoop:
         stopped = "steps"
         while state["step"] < cfg.steps:
             parts = self.step()
-            step = state["step"]
-            entry = None
-            if self.heldout is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-                entry = self.evaluate()
+            entry = self.evaluate() if self.eval_due() else None
             if on_step is not None:
                 on_step(parts, entry)
             reason = self.stop_reason()

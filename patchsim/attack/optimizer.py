@@ -5,15 +5,12 @@ closed-loop choice and check of the patch (:mod:`patchsim.attack.closed_loop`).
 The scene banks (frames, corners, shading: about 200 MB) live in the shared cache
 (``patchsim cache``), named by a hash of their configuration, scenario and rendering code; a run
 records that key in ``run.json`` and rebuilds the banks identically when the cache was cleared.
-
-Each step's EOT samples come from a generator seeded with (seed, step) or, when backgrounds are
-reused, from one seeded with (seed, pool number) that draws all the pool's steps; checkpoints hold
-every piece of state, so a resumed run ends with the same patch as an uninterrupted one.
+Checkpoints hold the loop's whole state (:mod:`patchsim.attack.loop`), so a resumed run ends with the
+same patch as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +29,6 @@ from patchsim.attack.patch import Patch, SlotInfo, place_grid_stickers, place_st
 from patchsim.attack.rundir import check_resume, read_checkpoint, tensorboard, write_checkpoint, write_outputs
 from patchsim.config import to_dict
 from patchsim.eot.pipeline import EOT
-from patchsim.eot.pool import SAMPLING_SCHEME
 from patchsim.eot.printer import load_profile
 from patchsim.eot.scenes import SceneBank
 from patchsim.eot.transforms import params_to_json, select
@@ -97,27 +93,22 @@ def _run(cfg: AttackConfig, out: Path, resume: bool, progress: bool) -> AttackRe
     drives = bool(cfg.closed_loop_seeds) and not cfg.heldout.photos
     loop = AttackLoop(cfg, objective, patch, bank, heldout, candidates=cfg.closed_loop_candidates if drives else 1)
     if resume:
-        loop.load_state_dict(ck)
-        state = loop.state
-        scheme = state.get("pool_sampling", 1)  # checkpoints from before the scheme was recorded: 1
-        if eot.cfg.background_reuse > 1 and scheme != SAMPLING_SCHEME:
-            raise CheckpointError(f"{ckpt_path}: written by a patchsim whose background pool drew its samples "
-                                  f"another way (scheme {scheme}, now {SAMPLING_SCHEME}); "
-                                  f"resuming would not repeat the run, so start it again with a new --out")
-        # a checkpoint from before the tie-break: its best patch keeps winning ties, as it did then
-        state.setdefault("best_tiebreak", math.inf if state["best_step"] >= 0 else -math.inf)
-        if extended:
-            state.setdefault("extensions", []).append(
-                {"at_step": state["step"], **{k: getattr(cfg, k) for k in extended}})
+        try:
+            loop.load_state_dict(ck)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{ckpt_path}: {exc}") from exc
+        if extended:  # the run goes on past where it stopped
+            loop.state.pop("stopped_by", None)
+            loop.state.setdefault("extensions", []).append(
+                {"at_step": loop.state["step"], **{k: getattr(cfg, k) for k in extended}})
     else:
         _set_mask(cfg, patch, objective, bank, loop.state)
     state = loop.state
 
     # a run killed after its loop had ended (before its outputs were written) only finishes
-    done = resume and not extended and (state.get("stopped_by") is not None or (
-        cfg.time_budget_s is not None and state["elapsed_s"] >= cfg.time_budget_s))
-    if done:
-        state["stopped_by"] = state.get("stopped_by") or "time_budget"
+    done_by = loop.stop_reason() if resume else None
+    if done_by is not None:
+        state["stopped_by"] = done_by
     else:
         writer = tensorboard(out)
         bar = tqdm(total=cfg.steps, initial=state["step"], desc=cfg.name, disable=not progress, leave=False)

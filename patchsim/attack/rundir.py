@@ -49,7 +49,8 @@ def read_checkpoint(path: Path, device: str) -> dict:
     return ck
 
 
-EXTENDABLE = ("steps", "time_budget_s", "target_success", "plateau_evals")  # keys a resume may change: how long the run goes on
+#: keys a resume may change: how long the run goes on
+EXTENDABLE = ("steps", "time_budget_s", "target_success", "plateau_evals")
 
 
 def check_resume(cfg: AttackConfig, out: Path, state: dict) -> list[str]:

@@ -237,6 +237,29 @@ def test_a_finished_run_is_extended_with_more_steps(tmp_path):
     assert yaml.safe_load((run / "config.yaml").read_text())["steps"] == 8
 
 
+
+def test_an_extension_killed_halfway_goes_on_to_its_new_steps_when_resumed(tmp_path, monkeypatch):
+    import patchsim.attack.optimizer as optimizer
+
+    cfg = _tiny()
+    cfg.steps = 4
+    run = tmp_path / "run"
+    run_attack(cfg, run, progress=False)
+    cfg.steps = 8
+    write = optimizer.write_checkpoint
+
+    def killed_after_step_6(path, state_dict):
+        write(path, state_dict)
+        if state_dict["state"]["step"] == 6:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(optimizer, "write_checkpoint", killed_after_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        run_attack(cfg, run, resume=True, progress=False)
+    monkeypatch.setattr(optimizer, "write_checkpoint", write)
+    resumed = run_attack(cfg, run, resume=True, progress=False)  # the config now says 8 steps: no extension
+    assert resumed.metrics["steps"] == 8 and resumed.metrics["stopped_by"] == "steps"
+
 def test_eot_settings_are_checked_with_file_key_and_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\neot:\n  lighting:\n    brightness: [1.3, 0.7]\n")
@@ -270,6 +293,7 @@ def test_the_loop_runs_step_by_step_without_a_run_directory_and_ends_where_run_a
 
     cfg = _tiny()
     cfg.patch.mask, cfg.patch.max_coverage = "full", 1.0
+    cfg.steps = 9  # not a multiple of eval_every: the last step is scored too
     run_attack(cfg, tmp_path / "run", progress=False)
     ran = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["state"]
 
@@ -285,9 +309,9 @@ def test_the_loop_runs_step_by_step_without_a_run_directory_and_ends_where_run_a
     losses = []
     while loop.stop_reason() is None:
         losses.append(loop.step()["attack"])
-        if loop.state["step"] % cfg.eval_every == 0:
+        if loop.eval_due():
             loop.evaluate()
-    assert len(losses) == cfg.steps and [e["step"] for e in loop.state["evals"]] == [5, 10]
+    assert len(losses) == cfg.steps and [e["step"] for e in loop.state["evals"]] == [5, 9]
     assert [h["attack"] for h in ran["history"]] == [round(v, 5) for v in losses]
     assert loop.state["best_step"] == ran["best_step"]
     assert torch.equal(loop.best_image(), ran["best_colours"])
