@@ -316,7 +316,6 @@ class Depart(Goal):
 
     name = "depart"
     victim_kind = "lanekeeper"
-    PAST_EDGE_M = 0.3  # a drive this far past the lane's edge stops pulling
     SOFTNESS_M = 0.1
 
     def __init__(self, direction: str = "left", rollout: RolloutConfig | None = None):
@@ -332,11 +331,11 @@ class Depart(Goal):
                         r.steps, r.dt_s)
 
     def loss(self, victim, batch) -> torch.Tensor:
-        """(B,) a soft hinge on each step's offset towards the goal's side, short of ``PAST_EDGE_M`` past the
-        lane's edge, averaged over the drive: every step the car is nearer the edge counts."""
+        """(B,) a soft hinge on each step's offset towards the goal's side, short of ``rollout.past_edge_m`` past
+        the departure limit, averaged over the drive: every step the car is nearer the edge counts."""
         r = self._roll(victim, batch)
         side = self.sign * r.lane_offset_m[:, 1:]
-        goal = departure_limit_m(r.lane_width_m)[:, None] + self.PAST_EDGE_M
+        goal = departure_limit_m(r.lane_width_m)[:, None] + self.rollout.past_edge_m
         return torch.nn.functional.softplus((goal - side) / self.SOFTNESS_M).mul(self.SOFTNESS_M).mean(1)
 
     def measure(self, victim, batch, margin: bool = False) -> dict[str, torch.Tensor]:

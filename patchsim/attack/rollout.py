@@ -43,6 +43,9 @@ class RolloutConfig:
     dt_s: float = param(0.1, unit="s", range=(0.01, 1.0), help="time between steering decisions")
     speed_mps: tuple[float, float] = param((10.0, 15.0), unit="m/s", range=(0.5, 60.0),
                                            help="car speeds, spread evenly over each batch")
+    past_edge_m: float = param(0.3, unit="m", range=(0.0, 5.0),
+                               help="a drive this far past the departure limit stops pulling: the margin kept for "
+                                    "conditions the attack did not sample")
 
     def __post_init__(self) -> None:
         from patchsim.config import FieldError

@@ -91,6 +91,11 @@ def test_the_depart_loss_reaches_the_marking_through_every_step(start):
     left[..., : img0.shape[-1] // 2] = 0.3
     brighter = EOTBatch((img0.expand(2, -1, -1, -1) + left).clamp(0, 1), batch.boxes, batch.corners, ground)
     assert float(goal.loss(victim, brighter).mean()) < float(loss.detach().mean())
+    # a drive that leaves the lane keeps pulling until it is past_edge_m beyond the departure limit
+    hard_left = lambda images: torch.ones(images.shape[0])  # noqa: E731  full steer left
+    near = Depart("left", RolloutConfig(steps=20, dt_s=0.1, speed_mps=(12.0, 12.0), past_edge_m=0.0))
+    far = Depart("left", RolloutConfig(steps=20, dt_s=0.1, speed_mps=(12.0, 12.0), past_edge_m=1.0))
+    assert float(near.loss(hard_left, batch).mean()) < float(far.loss(hard_left, batch).mean())
 
 
 def test_a_bank_without_the_road_plane_is_refused_by_the_depart_goal():
