@@ -63,7 +63,7 @@ class HardenEvalConfig:
     baseline: str = param("detector:default", help="the model it was hardened from")
     data: str = param("runs/data/detector/data.yaml", help="detectors: data.yaml whose test split gives clean mAP50")
     attacks: list[str] | None = param(None, help="attacks made afresh against each model with the same configuration "
-                                                 "(default: stop_sticker_vanish for detectors, road_steer_pilotnet "
+                                                 "(default: stop_sticker_vanish for detectors, road_depart_pilotnet "
                                                  "for lane-keepers)")
     attack_steps: int | None = param(None, range=(1, 1_000_000), help="override the attacks' steps (both models)")
     attack_time_budget_s: float | None = param(None, unit="s", range=(1.0, None),

@@ -33,7 +33,7 @@ from patchsim.harden.config import HardenEvalConfig
 from patchsim.harden.rounds import attack_config_for, check_attacks
 from patchsim.runs import manifest, output_dir, write_json, write_text
 
-DEFAULT_ATTACKS = {"detector": ["stop_sticker_vanish"], "lanekeeper": ["road_steer_pilotnet"]}
+DEFAULT_ATTACKS = {"detector": ["stop_sticker_vanish"], "lanekeeper": ["road_depart_pilotnet"]}
 HELDOUT_SWEEPS = {"detector": "scenarios/sweeps/stop_sign_heldout.yaml",
                   "lanekeeper": "scenarios/sweeps/lane_keep_straight_heldout.yaml"}
 
