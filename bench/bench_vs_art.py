@@ -112,6 +112,7 @@ def main() -> None:
     cfg.scenes.scenario = str(ROOT / cfg.scenes.scenario)
     cfg.heldout.scenario = str(ROOT / cfg.heldout.scenario)
     cfg.final_samples = cfg.eval_samples = 64
+    cfg.closed_loop_seeds = 0  # the per-frame race only
 
     # ---- patchsim
     ours_dir = out / "patchsim"

@@ -64,7 +64,7 @@ def small_poster_attack(tmp_path_factory, near_stop_scenario) -> Path:
                          frames=16, frames_per_seed=4)
     cfg["eot"].update(crop_px=160, background_pool=12, background_reuse=4.0)
     cfg.update(name="small_poster", batch=8, steps=40, eval_every=20, checkpoint_every=20, eval_samples=16,
-               final_samples=48, time_budget_s=None)
+               final_samples=48, time_budget_s=None, closed_loop_seeds=0)
     path = tmp_path_factory.mktemp("attacks") / "small_poster.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
