@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from patchsim.attack.shipped import shipped_configs
 from patchsim.errors import PatchsimError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -234,9 +235,7 @@ def victims_eval(
 @app.command("attack")
 def attack(
     out: Path = typer.Option(..., "--out", help="run directory"),
-    config: Optional[str] = typer.Option(None, help="attack YAML, or a shipped name: " + ", ".join(
-        ["stop_sticker_vanish", "stop_poster_vanish", "stop_to_speed_limit", "road_steer_pilotnet",
-         "road_depart_pilotnet"])),
+    config: Optional[str] = typer.Option(None, help="attack YAML, or a shipped name: " + ", ".join(shipped_configs())),
     resume: bool = typer.Option(False, help="continue the run in --out from its checkpoint"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N"),
     steps: Optional[int] = typer.Option(None, help="override the number of steps"),

@@ -8,11 +8,10 @@ from pathlib import Path
 from patchsim.attack.goals import GOALS, Goal, make_goal
 from patchsim.attack.patch import PatchConfig
 from patchsim.attack.rollout import RolloutConfig
+from patchsim.attack.shipped import DEFAULTS_DIR
 from patchsim.config import FieldError, check_device, load_yaml, param
 from patchsim.eot.pipeline import EOTConfig
 from patchsim.eot.scenes import SceneConfig
-
-DEFAULTS_DIR = Path(__file__).resolve().parent.parent / "defaults"
 
 
 @dataclass
@@ -102,7 +101,3 @@ def load_attack_config(path: str | Path | None) -> AttackConfig:
     if not p.suffix and not p.exists():
         p = DEFAULTS_DIR / f"{p}.yaml"
     return load_yaml(p, AttackConfig)
-
-
-def shipped_configs() -> list[str]:
-    return sorted(f.stem for f in DEFAULTS_DIR.glob("*.yaml"))

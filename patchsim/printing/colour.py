@@ -1,5 +1,4 @@
-"""Colour conversions and colour difference: sRGB <-> linear light, sRGB -> CIELAB (kornia's), and
-CIEDE2000 (scikit-image's).
+"""Colour conversions and colour difference: sRGB <-> linear light, sRGB -> CIELAB, CIEDE2000.
 
 All colours are float arrays with the channel last, shape (..., 3). sRGB values are in [0, 1]
 (IEC 61966-2-1 transfer curve, D65 white); Lab uses the D65 reference white with Y = 1.
@@ -9,43 +8,47 @@ from __future__ import annotations
 
 import numpy as np
 
-def _kornia(op, values: np.ndarray) -> np.ndarray:
-    """A ``kornia.color`` conversion (images (*, 3, H, W)) applied to colours (..., 3), float64 kept."""
-    import torch
-
-    c = np.asarray(values, dtype=float)
-    flat = torch.from_numpy(np.ascontiguousarray(c.reshape(-1, 3).T))[:, :, None]  # (3, N, 1)
-    return op(flat)[:, :, 0].T.numpy().reshape(c.shape)
-
-
-def _kornia_per_value(op, values: np.ndarray) -> np.ndarray:
-    """A per-value ``kornia.color`` curve (the same on each channel) applied to values of any shape."""
-    c = np.asarray(values, dtype=float)
-    flat = np.broadcast_to(c.reshape(-1, 1), (c.size, 3))
-    return _kornia(op, flat)[:, 0].reshape(c.shape)
+#: linear sRGB -> CIE XYZ (D65), IEC 61966-2-1.
+_RGB_TO_XYZ = np.array([
+    [0.4124564, 0.3575761, 0.1804375],
+    [0.2126729, 0.7151522, 0.0721750],
+    [0.0193339, 0.1191920, 0.9503041],
+])
+#: D65 reference white in XYZ, Y = 1.
+D65_WHITE_XYZ = _RGB_TO_XYZ.sum(axis=1)
 
 
 def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
-    """sRGB-encoded values in [0, 1] -> linear light, any shape (kornia's ``rgb_to_linear_rgb``)."""
-    from kornia.color import rgb_to_linear_rgb
-
-    return _kornia_per_value(rgb_to_linear_rgb, rgb)
+    """sRGB-encoded values in [0, 1] -> linear light, same shape."""
+    c = np.asarray(rgb, dtype=float)
+    return np.where(c <= 0.04045, c / 12.92, ((np.maximum(c, 0.04045) + 0.055) / 1.055) ** 2.4)
 
 
 def linear_to_srgb(lin: np.ndarray) -> np.ndarray:
-    """Linear light -> sRGB-encoded values, any shape (negative input is clipped to 0; kornia's
-    ``linear_rgb_to_rgb``)."""
-    from kornia.color import linear_rgb_to_rgb
+    """Linear light -> sRGB-encoded values, same shape (negative input is clipped to 0)."""
+    c = np.maximum(np.asarray(lin, dtype=float), 0.0)
+    return np.where(c <= 0.0031308, c * 12.92, 1.055 * np.maximum(c, 0.0031308) ** (1 / 2.4) - 0.055)
 
-    return _kornia_per_value(linear_rgb_to_rgb, np.maximum(np.asarray(lin, dtype=float), 0.0))
+
+def srgb_to_xyz(rgb: np.ndarray) -> np.ndarray:
+    """sRGB (..., 3) in [0, 1] -> CIE XYZ (..., 3), D65, Y of white = 1."""
+    return srgb_to_linear(rgb) @ _RGB_TO_XYZ.T
+
+
+def xyz_to_lab(xyz: np.ndarray, white: np.ndarray = D65_WHITE_XYZ) -> np.ndarray:
+    """CIE XYZ (..., 3) -> CIELAB (..., 3): L in [0, 100], a and b roughly in [-128, 127]."""
+    t = np.asarray(xyz, dtype=float) / white
+    eps, kappa = 216 / 24389, 24389 / 27
+    f = np.where(t > eps, np.cbrt(t), (kappa * t + 16) / 116)
+    lightness = 116 * f[..., 1] - 16
+    a = 500 * (f[..., 0] - f[..., 1])
+    b = 200 * (f[..., 1] - f[..., 2])
+    return np.stack([lightness, a, b], axis=-1)
 
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """sRGB (..., 3) in [0, 1] -> CIELAB (..., 3), D65, 2-degree observer (kornia's ``rgb_to_lab``):
-    L in [0, 100], a and b roughly in [-128, 127]."""
-    from kornia.color import rgb_to_lab
-
-    return _kornia(rgb_to_lab, rgb)
+    """sRGB (..., 3) in [0, 1] -> CIELAB (..., 3), D65."""
+    return xyz_to_lab(srgb_to_xyz(rgb))
 
 
 def delta_e_2000(lab1: np.ndarray, lab2: np.ndarray, k_l: float = 1.0, k_c: float = 1.0,

@@ -237,7 +237,6 @@ def test_a_finished_run_is_extended_with_more_steps(tmp_path):
     assert yaml.safe_load((run / "config.yaml").read_text())["steps"] == 8
 
 
-
 def test_an_extension_killed_halfway_goes_on_to_its_new_steps_when_resumed(tmp_path, monkeypatch):
     import patchsim.attack.optimizer as optimizer
 
@@ -259,6 +258,7 @@ def test_an_extension_killed_halfway_goes_on_to_its_new_steps_when_resumed(tmp_p
     monkeypatch.setattr(optimizer, "write_checkpoint", write)
     resumed = run_attack(cfg, run, resume=True, progress=False)  # the config now says 8 steps: no extension
     assert resumed.metrics["steps"] == 8 and resumed.metrics["stopped_by"] == "steps"
+
 
 def test_eot_settings_are_checked_with_file_key_and_line(tmp_path):
     bad = tmp_path / "bad.yaml"
