@@ -73,6 +73,11 @@ class AttackConfig:
         if self.lr_schedule not in ("cosine", "constant"):
             raise FieldError("lr_schedule", "lr_schedule must be cosine or constant")
         check_device(self.device)
+        if self.batch % self.eot.drive_frames:
+            raise FieldError("eot.drive_frames", f"a batch of {self.batch} samples does not split into drives of "
+                                                 f"{self.eot.drive_frames} frames: make batch a multiple of it")
+        if self.eot.drive_frames > 1 and self.scenes.photos:
+            raise FieldError("eot.drive_frames", "photos are not drives: drawing by drive needs simulator scenes")
         if self.heldout.slot != self.scenes.slot:
             raise FieldError("heldout.slot", f"held-out slot {self.heldout.slot!r} differs from the training slot "
                                              f"{self.scenes.slot!r}")

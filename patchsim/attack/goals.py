@@ -32,7 +32,19 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from patchsim.attack.losses import SCORE_FLOOR, SPACES, best_near, detected, logit, near_candidates, push_down, push_up
+from patchsim.attack.losses import (
+    SCORE_FLOOR,
+    SPACES,
+    best_near,
+    detected,
+    drive_logit,
+    logit,
+    near_candidates,
+    per_frame_share,
+    push_down,
+    push_down_logit,
+    push_up,
+)
 from patchsim.attack.rollout import RolloutConfig, roll_out
 from patchsim.closedloop.outcomes import departure_limit_m
 from patchsim.errors import ConfigError
@@ -194,10 +206,12 @@ class DetectorGoal(Goal):
                     raise ConfigError(exc.message, key=key) from exc
 
     def loss(self, victim, batch) -> torch.Tensor:
-        return self.loss_of(victim, victim(batch.images), batch.boxes)
+        return self.loss_of(victim, victim(batch.images), batch.boxes, batch.drive)
 
-    def loss_of(self, det, raw, target_boxes: torch.Tensor) -> torch.Tensor:
-        """(B,) loss from the detector's dense outputs ``raw`` (boxes (B, N, 4)) and the object boxes (B, 4)."""
+    def loss_of(self, det, raw, target_boxes: torch.Tensor, drive: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) loss from the detector's dense outputs ``raw`` (boxes (B, N, 4)) and the object boxes (B, 4).
+        With ``drive`` (B,) (samples drawn in drives), the hidden class's term is the drive's: a hinge on the
+        soft-OR of its frames' scores (:func:`~patchsim.attack.losses.drive_logit`), shared among its frames."""
         if self.space == "logit":
             down, up = (lambda p: push_down(p, self.floor)), push_up
         else:
@@ -205,7 +219,14 @@ class DetectorGoal(Goal):
         near = near_candidates(raw.boxes_xyxy.detach(), target_boxes)
         loss = torch.zeros(raw.scores.shape[0], dtype=raw.scores.dtype, device=raw.scores.device)
         if self.hides_source:
-            loss = loss + down(best_near(det.class_score(raw, self.source_class), near))
+            p = best_near(det.class_score(raw, self.source_class), near)
+            if drive is None:
+                loss = loss + down(p)
+            else:
+                drive_seen, member = drive_logit(p, drive)
+                per_drive = push_down_logit(drive_seen, self.floor) if self.space == "logit" else \
+                    torch.sigmoid(drive_seen)
+                loss = loss + per_frame_share(per_drive, member)
         if self.wants_target:
             loss = loss + up(best_near(det.class_score(raw, self.target_class), near))
         return loss

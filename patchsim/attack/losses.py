@@ -15,6 +15,13 @@ probability itself (``prob`` space, Thys et al.'s choice) saturates and leaves t
 working only on the samples that are already nearly won; and a sample already below the floor
 stops pulling.
 
+Drive-level loss (samples drawn in drives, ``eot.drive_frames`` > 1): what the planner acts on is
+whether the sign is seen at any point of the approach, so the hidden class's term is a hinge on the
+drive's soft-OR, the probability that some frame of the drive detects it,
+``P = 1 - prod_i (1 - p_i)`` (:func:`drive_logit`), instead of on each frame. Its gradient goes to
+the frames that still show the sign most clearly, and a drive counts as won only when all of its
+frames are. With one frame per drive it is the per-frame hinge.
+
 Lane-keeper goal ``steer``: minus the steering command towards the chosen side.
 """
 
@@ -56,7 +63,12 @@ def logit(p: torch.Tensor | float) -> torch.Tensor:
 
 def push_down(p: torch.Tensor, floor: float = SCORE_FLOOR) -> torch.Tensor:
     """Hinge that pushes a score down to ``floor`` and stops pulling below it."""
-    return torch.nn.functional.softplus(logit(p) - logit(floor).to(p))
+    return push_down_logit(logit(p), floor)
+
+
+def push_down_logit(z: torch.Tensor, floor: float = SCORE_FLOOR) -> torch.Tensor:
+    """:func:`push_down` of a score given by its logit ``z``."""
+    return torch.nn.functional.softplus(z - logit(floor).to(z))
 
 
 def push_up(p: torch.Tensor) -> torch.Tensor:
@@ -80,3 +92,26 @@ def detected(dets: list[Detections], boxes: torch.Tensor, class_indices: list[in
         near = near_candidates(b[None], box[None].to(b), iou_min)[0]
         out.append(bool(near.any()))
     return torch.tensor(out)
+
+
+def drive_logit(p: torch.Tensor, drive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logit of each drive's soft-OR ``1 - prod (1 - p)`` over its frames' scores.
+
+    Args:
+        p: (B,) per-frame scores. drive: (B,) which drive each frame belongs to.
+
+    Returns:
+        (G,) the logits, one per drive in ``torch.unique(drive)`` order, and (B,) each frame's drive among them.
+    """
+    ids, member = torch.unique(drive, return_inverse=True)
+    seen = torch.nn.functional.softplus(logit(p))  # -log(1 - p)
+    total = torch.zeros(len(ids), dtype=seen.dtype, device=seen.device).index_add(0, member, seen)
+    # logit(1 - exp(-S)) = S + log(1 - exp(-S)), stable for small and large S
+    return total + torch.log(-torch.expm1(-total.clamp(min=1e-12))), member
+
+
+def per_frame_share(per_drive: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """(B,) each frame's share of its drive's loss (``per_drive`` (G,)): the batch mean of the shares is the mean
+    over drives, whatever their sizes."""
+    count = torch.zeros_like(per_drive).index_add(0, member, torch.ones_like(member, dtype=per_drive.dtype))
+    return per_drive[member] * (len(member) / (len(per_drive) * count[member]))

@@ -54,6 +54,9 @@ class EOTConfig:
     background_reuse: float = param(1.0, range=(1.0, 1000.0),
                                     help="optimizer steps reuse each clean background this many times (1 = never)")
     background_pool: int = param(48, range=(1, 100000), help="backgrounds rendered at once when reused")
+    drive_frames: int = param(1, range=(1, 64),
+                              help="draw the samples in groups of this many frames of one drive (one randomized "
+                                   "scene of the bank), for the drive-level losses; 1 = frames drawn one by one")
     placement: Placement = param(default_factory=Placement)
     printer_error: PrinterError = param(default_factory=PrinterError)
     occlusion: Occlusion = param(default_factory=Occlusion)
@@ -75,12 +78,15 @@ class EOTBatch:
         ground: when the bank has them (:attr:`SceneBank.ground`), each sample's road-plane homography to the
             rendered image (``H`` (B, 3, 3)), and the car's ``lane_offset_m``, ``heading_rad`` and
             ``lane_width_m`` (B,).
+        drive: (B,) long when the samples were drawn in drives (``EOTConfig.drive_frames`` > 1): samples with
+            the same value are frames of one drive past the slot. None when they were drawn one by one.
     """
 
     images: torch.Tensor
     boxes: torch.Tensor
     corners: torch.Tensor
     ground: dict[str, torch.Tensor] | None = None
+    drive: torch.Tensor | None = None
 
 
 @dataclass
@@ -199,9 +205,20 @@ class EOT:
 
     def sample(self, bank: SceneBank, batch: int, gen: torch.Generator, full_frame: bool = False,
                scenes: torch.Tensor | None = None) -> dict:
-        """Draw the parameters of ``batch`` samples (CPU tensors), replayable with :meth:`render`."""
+        """Draw the parameters of ``batch`` samples (CPU tensors), replayable with :meth:`render`.
+
+        The frames are ``scenes`` when given, else drawn from the bank: one by one, or with ``drive_frames``
+        > 1 as ``batch / drive_frames`` drives of that many frames each, consecutive, with ``params["drive"]``
+        (B,) numbering the drives."""
         c = self.cfg
-        scene = scenes if scenes is not None else torch.randint(0, len(bank), (batch,), generator=gen)
+        drive = None
+        if scenes is not None:
+            scene = scenes
+        elif c.drive_frames > 1:
+            scene = draw_drives(bank, batch, c.drive_frames, gen)
+            drive = torch.arange(batch) // c.drive_frames
+        else:
+            scene = torch.randint(0, len(bank), (batch,), generator=gen)
         corners = bank.corners[scene].cpu().float()
         params = {"scene": scene, "placement": c.placement.sample(batch, gen, corners),
                   "printer_error": c.printer_error.sample(batch, gen), "occlusion": c.occlusion.sample(batch, gen),
@@ -225,6 +242,8 @@ class EOT:
         else:
             params["crop"] = {"origin": torch.zeros(batch, 2, dtype=torch.long),
                               "size": torch.zeros(batch, dtype=torch.long)}
+        if drive is not None:
+            params["drive"] = drive
         return params
 
     def resample_patch(self, params: dict, bank: SceneBank, gen: torch.Generator) -> dict:
@@ -319,7 +338,9 @@ class EOT:
             if background.keep_clean:
                 background._clean = (_window(frames, roi), roi.origin)
             images = _paste(frames, roi_out, roi.origin)
-        return EOTBatch(images, layout.boxes, layout.corners, _ground(bank, scene, origin, device))
+        drive = params.get("drive")
+        return EOTBatch(images, layout.boxes, layout.corners, _ground(bank, scene, origin, device),
+                        None if drive is None else drive.to(device))
 
     def layout(self, params: dict, bank: SceneBank, slot_hw: tuple[int, int], device: str | torch.device | None = None,
                batch: int | None = None) -> Layout:
@@ -538,3 +559,20 @@ def outline_boxes(H: torch.Tensor, outline_uv, slot_hw: tuple[int, int]) -> torc
     xy = img[..., :2] / img[..., 2:3]
     return torch.cat([xy.min(1).values, xy.max(1).values], 1)
 
+
+def draw_drives(bank: SceneBank, n: int, frames: int, gen: torch.Generator) -> torch.Tensor:
+    """(n,) frame indices: ``n / frames`` drives (randomized scenes of the bank, drawn uniformly), each
+    followed by ``frames`` of its frames (distinct while it has enough, then again in a new order)."""
+    if n % frames:
+        raise ValueError(f"{n} samples do not split into drives of {frames} frames; make the batch a multiple "
+                         f"of eot.drive_frames")
+    if bank.drive is None:
+        raise ValueError("this scene bank does not record which drive its frames come from (photo banks do not); "
+                         "drawing by drive (eot.drive_frames > 1) needs a simulator bank")
+    ids, inverse = torch.unique(bank.drive.cpu(), return_inverse=True)
+    out = []
+    for d in torch.randint(0, len(ids), (n // frames,), generator=gen).tolist():
+        members = (inverse == d).nonzero()[:, 0]
+        order = torch.cat([torch.randperm(len(members), generator=gen) for _ in range(-(-frames // len(members)))])
+        out.append(members[order[:frames]])
+    return torch.cat(out)

@@ -9,8 +9,9 @@ the patch still meets new conditions every step; only the camera conditions repe
 times each.
 
 The pool is cut into fixed groups of ``batch`` samples of similar slot size in the image (the pool
-sorted by it): a batch's window around its slots is as large as its largest slot needs, so groups of
-like sizes make smaller windows; and a group's frames are a slice of the pool's, served without a
+sorted by it; samples drawn in drives, ``drive_frames`` > 1, are sorted as whole drives): a batch's
+window around its slots is as large as its largest slot needs, so groups of like sizes make smaller
+windows; and a group's frames are a slice of the pool's, served without a
 copy. A render writes its patch into them and keeps the clean pixels it overwrote; the next draw puts
 them back. The groups take turns in a seeded order, each as often as the others (give or take one).
 
@@ -105,7 +106,12 @@ class BackgroundPool:
         params = self.eot.sample(self.bank, self.size, gen)
         q = params["placement"]["corners"]
         extent = (q.max(1).values - q.min(1).values).prod(-1)  # (N,) the slot's box area in the image
-        self._params = select(params, torch.sort(extent, stable=True).indices)
+        k = self.eot.cfg.drive_frames
+        if k > 1:  # drives stay whole, sorted by their largest view of the slot
+            order = torch.sort(extent.view(-1, k).amax(1), stable=True).indices
+            self._params = select(params, (order[:, None] * k + torch.arange(k)).flatten())
+        else:
+            self._params = select(params, torch.sort(extent, stable=True).indices)
         self._background = self.eot.background(self._params, self.bank, self.device)
         groups = self.size // self.batch
         order = torch.cat([torch.randperm(groups, generator=gen)

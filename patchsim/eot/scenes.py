@@ -62,6 +62,9 @@ class SceneBank:
             ``lane_offset_m`` (N,) the rear axle left of the lane centre; ``heading_rad`` (N,) the car's
             heading from the road's; ``lane_width_m``, and the car's ``wheelbase_m`` and ``max_steer_rad``
             (wheel angle at full steer), each (N,). None for other banks.
+        drive: (N,) long, which randomized scene each frame was rendered in: frames of one scene are views
+            of one drive past the slot, which drive-level losses group (``EOTConfig.drive_frames``). None for
+            photo banks.
     """
 
     images: torch.Tensor
@@ -74,6 +77,7 @@ class SceneBank:
     sign_kind: str | None = None
     source: dict = field(default_factory=dict)
     ground: dict[str, torch.Tensor] | None = None
+    drive: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -87,18 +91,19 @@ class SceneBank:
         return {"images": self.images, "shade": self.shade, "corners": self.corners, "distance_m": self.distance_m,
                 "outline_uv": torch.as_tensor(self.outline_uv), "slot_kind": self.slot_kind,
                 "slot_size_m": list(self.slot_size_m), "sign_kind": self.sign_kind, "source": dict(self.source),
-                "ground": self.ground}
+                "ground": self.ground, "drive": self.drive}
 
     @classmethod
     def from_dict(cls, d: dict) -> "SceneBank":
         return cls(d["images"], d["shade"], d["corners"], d["distance_m"], d["outline_uv"].numpy(), d["slot_kind"],
-                   tuple(d["slot_size_m"]), d["sign_kind"], d["source"], d.get("ground"))
+                   tuple(d["slot_size_m"]), d["sign_kind"], d["source"], d.get("ground"), d.get("drive"))
 
     def to(self, device: str | torch.device) -> "SceneBank":
         return SceneBank(self.images.to(device), self.shade.to(device), self.corners.to(device),
                          self.distance_m.to(device), self.outline_uv, self.slot_kind, self.slot_size_m,
                          self.sign_kind, self.source,
-                         None if self.ground is None else {k: v.to(device) for k, v in self.ground.items()})
+                         None if self.ground is None else {k: v.to(device) for k, v in self.ground.items()},
+                         None if self.drive is None else self.drive.to(device))
 
 
 def _slot_shade(grey_render: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -126,7 +131,7 @@ def build_sim_bank(cfg: SceneConfig, sim=None) -> SceneBank:
     own = sim is None
     sim = sim or EmbeddedSimulator(labels=True)
     rng = np.random.default_rng([cfg.seed, 17])
-    images, shades, corners, dists, grounds = [], [], [], [], []
+    images, shades, corners, dists, grounds, drives = [], [], [], [], [], []
     slot_spec = None
     try:
         k = 0
@@ -179,6 +184,7 @@ def build_sim_bank(cfg: SceneConfig, sim=None) -> SceneBank:
                 images.append(clean.image)
                 corners.append(truth.corners_px.astype(np.float32))
                 dists.append(truth.distance_m)
+                drives.append(k - 1)
                 if placement.spec.kind == "road":
                     grounds.append(_ground(sim, clean, placement, lat, head))
         sign_kind = None
@@ -196,6 +202,7 @@ def build_sim_bank(cfg: SceneConfig, sim=None) -> SceneBank:
             sign_kind=sign_kind, source={"kind": "simulator", "scenario": cfg.scenario, "seed": cfg.seed},
             ground={k: torch.tensor(np.array([g[k] for g in grounds]), dtype=torch.float32) for k in grounds[0]}
             if grounds else None,
+            drive=torch.tensor(drives, dtype=torch.long),
         )
     finally:
         if own:

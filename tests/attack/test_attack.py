@@ -124,6 +124,9 @@ def test_bad_attack_configs_fail_clearly(tmp_path):
     bad.write_text("eot:\n  crop_px: -3\n")
     with pytest.raises(ConfigError, match=r"bad.yaml:2: key 'eot.crop_px': -3 is out of range"):
         load_attack_config(bad)
+    bad.write_text("batch: 12\neot:\n  drive_frames: 5\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:3: key 'eot.drive_frames': a batch of 12 samples does not split"):
+        load_attack_config(bad)
     cfg = _tiny()
     cfg.goal = "steer"
     with pytest.raises(ValueError, match="needs a lane-keeper"):

@@ -96,3 +96,26 @@ def test_each_goal_names_the_closed_loop_failure_it_is_after():
     assert wrong.drove_as_wanted(confused) and not wrong.drove_as_wanted(ran)  # no stop is not enough
     assert make_goal("steer").drove_as_wanted({"lane_departure": True, "stopped_before_line": None})
     assert make_goal("vanish").drove_as_wanted({"lane_departure": False, "stopped_before_line": None}) is None
+
+
+def test_the_drive_loss_is_on_whether_any_frame_of_the_drive_shows_the_sign():
+    """Four frames of two drives: the sign seen clearly in one frame of the first drive, faintly in the second."""
+    from patchsim.attack.losses import drive_logit
+
+    det, target = _TwoClassDetector(), TARGET.repeat(4, 1)
+    boxes = torch.tensor([[10.0, 10, 20, 20]]).repeat(4, 1, 1)
+    stop = torch.tensor([[0.9], [0.01], [0.1], [0.1]])  # (B, N = 1)
+    raw = RawDetections(boxes, torch.stack([stop, torch.zeros_like(stop)], -1).requires_grad_(True))
+    drive = torch.tensor([0, 0, 1, 1])
+    z, member = drive_logit(raw.scores[:, 0, 0], drive)
+    assert torch.sigmoid(z).tolist() == pytest.approx([1 - 0.1 * 0.99, 1 - 0.9 * 0.9])  # P(seen in some frame)
+    assert member.tolist() == [0, 0, 1, 1]
+    loss = Vanish("stop_sign", floor=0.01).loss_of(det, raw, target, drive)
+    loss.mean().backward()
+    g = raw.scores.grad[:, 0, 0]
+    # the frame that shows the sign in its drive takes the pull, and the drive's own frames share one loss
+    assert g[0] > 5 * g[1] > 0 and loss[0] == loss[1] and loss[0] > loss[2]
+    # with one frame per drive it is the per-frame hinge
+    one_each = Vanish("stop_sign", floor=0.01).loss_of(det, raw, target, torch.arange(4))
+    assert one_each.tolist() == pytest.approx(Vanish("stop_sign", floor=0.01).loss_of(det, raw, target).tolist(),
+                                              rel=1e-5)

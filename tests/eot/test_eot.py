@@ -411,3 +411,32 @@ def test_blur_holds_no_subnormal_values():
     x = torch.arange(-3, 4, dtype=torch.float32)
     ref = torch.exp(-0.5 * x ** 2)
     assert torch.allclose(wide, ref / ref.sum())
+
+
+def test_samples_drawn_in_drives_keep_each_drive_whole_through_the_pool():
+    from dataclasses import replace
+
+    from patchsim.eot.pool import BackgroundPool
+
+    bank = replace(_bank(n=3), drive=torch.tensor([4, 4, 9]))  # frames 0 and 1 are views of one drive
+    eot = EOT(_identity_cfg(drive_frames=2))
+    params = eot.sample(bank, 8, torch.Generator().manual_seed(3))
+    assert params["drive"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    pairs = params["scene"].view(4, 2)
+    assert all(bank.drive[p[0]] == bank.drive[p[1]] for p in pairs)  # a drive's frames come from one scene
+    assert any(set(p.tolist()) == {0, 1} for p in pairs)  # distinct frames while the drive has enough
+    with pytest.raises(ValueError, match="multiple of eot.drive_frames"):
+        eot.sample(bank, 7, torch.Generator())
+    with pytest.raises(ValueError, match="simulator bank"):
+        eot.sample(replace(bank, drive=None), 8, torch.Generator())
+    # the pool sorts by slot size but serves whole drives, and the render carries the grouping to the loss
+    pool = BackgroundPool(eot, bank, size=8, reuse=2.0, batch=4, seed=1)
+    for step in range(4):
+        p, background = pool.draw(step, (24, 24))
+        assert torch.equal(p["drive"][0::2], p["drive"][1::2]) and p["drive"][0] != p["drive"][2]
+        assert torch.equal(bank.drive[p["scene"][0::2]], bank.drive[p["scene"][1::2]])
+        batch = eot.render(torch.rand(3, 24, 24, requires_grad=True), torch.ones(1, 24, 24), p, bank,
+                           background=background)
+        assert torch.equal(batch.drive, p["drive"])
+        batch.images.sum().backward()
+    assert eot.render(None, None, EOT(_identity_cfg()).sample(bank, 2, torch.Generator()), bank).drive is None
