@@ -78,3 +78,16 @@ class HeldoutSamples:
         """The patch on the report samples: the figures a run states."""
         return evaluate_heldout(victim, eot, self.bank, self.report, colours, mask, goal, device=device,
                                 clean_cache={})
+
+    def by_distance(self, result: HeldoutResult) -> dict[str, dict]:
+        """``result`` (of the report samples) by camera-to-slot distance band, the closed loop's bands
+        (:data:`~patchsim.closedloop.outcomes.DISTANCE_BANDS_M`); bands without samples are left out."""
+        from patchsim.closedloop.outcomes import BAND_NAMES, DISTANCE_BANDS_M
+
+        dist = self.bank.distance_m[self.report["scene"]].cpu().numpy()
+        out = {}
+        for (lo, hi), name in zip(DISTANCE_BANDS_M, BAND_NAMES):
+            part = (dist >= lo) & (dist < hi)
+            if part.any():
+                out[name] = result.part_summary(part)
+        return out

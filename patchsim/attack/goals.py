@@ -56,15 +56,27 @@ class HeldoutResult:
     """Per-sample outcomes of a patch on held-out conditions (each sample rendered with and without it).
 
     Attributes:
-        success: (N,) bool, the goal's test per counted sample.
+        success: (M,) bool, the goal's test per counted sample.
+        counted: (N,) bool over all samples: those the test counts (M of them); e.g. a vanish counts only
+            the samples where the clean sign was detected.
         margin: detector goals, when measured: how far the scores are past the goal (higher is better).
     """
 
     tiebreak_name: ClassVar[str | None] = None
 
-    def __init__(self, success: np.ndarray, margin: float | None = None):
+    def __init__(self, success: np.ndarray, margin: float | None = None, counted: np.ndarray | None = None):
         self.success = success
+        self.counted = np.ones(len(success), bool) if counted is None else counted
         self.margin = margin
+
+    def failed_samples(self) -> np.ndarray:
+        """Indices among all samples of the counted ones the patch failed on."""
+        return np.flatnonzero(self.counted)[~self.success]
+
+    def part_summary(self, part: np.ndarray) -> dict:
+        """The figures of the samples in ``part`` ((N,) bool over all samples), e.g. one distance band."""
+        ok = self.success[part[self.counted]]
+        return {"samples": int(part.sum()), "heldout_success_rate": round(float(ok.mean()), 4) if len(ok) else None}
 
     @property
     def success_rate(self) -> float:
@@ -85,9 +97,13 @@ class DetectionResult(HeldoutResult):
 
     tiebreak_name = "score_margin"
 
-    def __init__(self, success, clean_hit, adv_hit, adv_target=None, margin=None):
-        super().__init__(success, margin)
+    def __init__(self, success, clean_hit, adv_hit, adv_target=None, margin=None, counted=None):
+        super().__init__(success, margin, counted)
         self.clean_hit, self.adv_hit, self.adv_target = clean_hit, adv_hit, adv_target
+
+    def part_summary(self, part: np.ndarray) -> dict:
+        return {**super().part_summary(part), "clean_detection_rate": round(float(self.clean_hit[part].mean()), 4),
+                "adversarial_detection_rate": round(float(self.adv_hit[part].mean()), 4)}
 
     def summary(self) -> dict:
         out = {**super().summary(), "clean_detection_rate": round(float(self.clean_hit.mean()), 4),
@@ -131,7 +147,7 @@ class DepartResult(HeldoutResult):
     tiebreak_name = "side_offset_m"
 
     def __init__(self, clean_side_m, adv_side_m, clean_departed, adv_departed, adv_departure_s):
-        super().__init__((adv_departed & ~clean_departed)[~clean_departed])
+        super().__init__((adv_departed & ~clean_departed)[~clean_departed], counted=~clean_departed)
         self.clean_side_m, self.adv_side_m = clean_side_m, adv_side_m
         self.clean_departed, self.adv_departed, self.adv_departure_s = clean_departed, adv_departed, adv_departure_s
 
@@ -252,14 +268,19 @@ class DetectorGoal(Goal):
             out += logit(best_near(det.class_score(raw, self.target_class), near)).float().cpu()
         return out
 
+    #: whether the test counts only the samples where the clean sign was detected (a sign missed even
+    #: without the patch is no success of the patch)
+    counts_clean_hits: ClassVar[bool] = True
+
     @abc.abstractmethod
     def success(self, clean_hit: np.ndarray, adv_hit: np.ndarray, adv_target: np.ndarray | None) -> np.ndarray:
-        """(N,) bool per counted sample."""
+        """(N,) bool per sample."""
 
     def result(self, clean: dict[str, np.ndarray], adv: dict[str, np.ndarray]) -> DetectionResult:
         margin = float(adv["margin"].mean()) if "margin" in adv else None
-        return DetectionResult(self.success(clean["hit"], adv["hit"], adv.get("target")), clean["hit"], adv["hit"],
-                               adv.get("target"), margin)
+        counted = clean["hit"] if self.counts_clean_hits else np.ones(len(clean["hit"]), bool)
+        success = self.success(clean["hit"], adv["hit"], adv.get("target"))[counted]
+        return DetectionResult(success, clean["hit"], adv["hit"], adv.get("target"), margin, counted)
 
 
 class Vanish(DetectorGoal):
@@ -271,7 +292,7 @@ class Vanish(DetectorGoal):
         return None if stopped is None else not stopped
 
     def success(self, clean_hit, adv_hit, adv_target):
-        return (~adv_hit)[clean_hit]  # a sign missed even without the patch is no success of the patch
+        return ~adv_hit
 
 
 class Misclassify(DetectorGoal):
@@ -288,12 +309,13 @@ class Misclassify(DetectorGoal):
         return not stopped and bool(outcome.get("speed_limit_confirmed"))  # a speed limit confirmed instead
 
     def success(self, clean_hit, adv_hit, adv_target):
-        return (adv_target & ~adv_hit)[clean_hit]
+        return adv_target & ~adv_hit
 
 
 class Appear(DetectorGoal):
     name = "appear"
     wants_target = True
+    counts_clean_hits = False
 
     def success(self, clean_hit, adv_hit, adv_target):
         return adv_target

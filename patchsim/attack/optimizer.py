@@ -148,10 +148,10 @@ def _run(cfg: AttackConfig, out: Path, resume: bool, progress: bool) -> AttackRe
                "selection_success_rate": round(state["best_score"], 4), "stopped_by": stopped,
                "optimize_s": round(state["elapsed_s"] - state["eval_s"], 1), "eval_s": round(state["eval_s"], 1),
                "wall_s": round(time.perf_counter() - t_start, 1),
-               "coverage": round(patch.coverage(), 4)}
+               "coverage": round(patch.coverage(), 4), "heldout_by_distance_m": heldout.by_distance(final)}
     if selection is not None:
         metrics["closed_loop_selection"] = selection
-    failures = np.where(~final.success)[0].tolist()
+    failures = final.failed_samples().tolist()
     write_json(out / "failures.json", {"indices": failures,
                                        "params": params_to_json(select(heldout.report, failures)) if failures
                                        else None})

@@ -76,6 +76,10 @@ def test_run_directory_is_self_describing(tmp_path):
     doc = json.loads((out / "patch.json").read_text())
     for key in ("heldout_success_rate", "clean_detection_rate", "steps", "wall_s"):
         assert key in doc["metrics"]
+    bands = doc["metrics"]["heldout_by_distance_m"]  # the held-out figures by distance, as the closed loop's
+    assert sum(b["samples"] for b in bands.values()) == cfg.final_samples
+    assert set(bands) <= {"0-10", "10-20", "20-30", "30-40", "40-60", "60+"}
+    assert all(0 <= b["adversarial_detection_rate"] <= 1 for b in bands.values())
     assert doc["slot"]["size_m"] == [0.75, 0.75] and doc["print_dpi"] == 150.0 and doc["seed"] == 0
     assert doc["mask"]["coverage"] <= 0.25
     stickers = doc["mask"]["stickers_m"]  # the stickers as cut, each with its own size

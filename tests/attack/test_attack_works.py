@@ -27,8 +27,11 @@ def _small_poster(scenario, steps: int):
     return cfg
 
 
-def test_a_small_poster_attack_lowers_held_out_detection(tmp_path, near_stop_scenario):
-    m = run_attack(_small_poster(near_stop_scenario, 40), tmp_path / "poster", progress=False).metrics
+@pytest.mark.parametrize("drive_frames", [1, 4], ids=["per-frame", "drive-level"])
+def test_a_small_poster_attack_lowers_held_out_detection(tmp_path, near_stop_scenario, drive_frames):
+    cfg = _small_poster(near_stop_scenario, 40)
+    cfg.eot.drive_frames = drive_frames  # 4: two drives of 4 frames per batch, the loss on each drive
+    m = run_attack(cfg, tmp_path / "poster", progress=False).metrics
     assert m["clean_detection_rate"] >= 0.9
     assert m["adversarial_detection_rate"] <= 0.5 * m["clean_detection_rate"], m
 
