@@ -76,8 +76,15 @@ class AttackConfig:
         if self.batch % self.eot.drive_frames:
             raise FieldError("eot.drive_frames", f"a batch of {self.batch} samples does not split into drives of "
                                                  f"{self.eot.drive_frames} frames: make batch a multiple of it")
-        if self.eot.drive_frames > 1 and self.scenes.photos:
-            raise FieldError("eot.drive_frames", "photos are not drives: drawing by drive needs simulator scenes")
+        if self.eot.drive_frames > 1:
+            if self.scenes.photos:
+                raise FieldError("eot.drive_frames", "photos are not drives: drawing by drive needs simulator scenes")
+            if not getattr(GOALS[self.goal], "hides_source", False):
+                raise FieldError("eot.drive_frames", f"goal {self.goal!r} has no drive-level loss (vanish and misclassify "
+                                                     "have): leave drive_frames at 1")
+            if self.scenes.frames_per_seed < self.eot.drive_frames:
+                raise FieldError("eot.drive_frames", f"drives of {self.eot.drive_frames} frames need scenes.frames_per_seed "
+                                                     f">= {self.eot.drive_frames} (it is {self.scenes.frames_per_seed})")
         if self.heldout.slot != self.scenes.slot:
             raise FieldError("heldout.slot", f"held-out slot {self.heldout.slot!r} differs from the training slot "
                                              f"{self.scenes.slot!r}")

@@ -81,13 +81,14 @@ class HeldoutSamples:
 
     def by_distance(self, result: HeldoutResult) -> dict[str, dict]:
         """``result`` (of the report samples) by camera-to-slot distance band, the closed loop's bands
-        (:data:`~patchsim.closedloop.outcomes.DISTANCE_BANDS_M`); bands without samples are left out."""
+        (:data:`~patchsim.closedloop.outcomes.DISTANCE_BANDS_M`); bands without samples, and samples of unknown
+        distance (photos without one: 0), are left out."""
         from patchsim.closedloop.outcomes import BAND_NAMES, DISTANCE_BANDS_M
 
         dist = self.bank.distance_m[self.report["scene"]].cpu().numpy()
         out = {}
         for (lo, hi), name in zip(DISTANCE_BANDS_M, BAND_NAMES):
-            part = (dist >= lo) & (dist < hi)
+            part = (dist > 0) & (dist >= lo) & (dist < hi)
             if part.any():
                 out[name] = result.part_summary(part)
         return out

@@ -76,7 +76,8 @@ class HeldoutResult:
     def part_summary(self, part: np.ndarray) -> dict:
         """The figures of the samples in ``part`` ((N,) bool over all samples), e.g. one distance band."""
         ok = self.success[part[self.counted]]
-        return {"samples": int(part.sum()), "heldout_success_rate": round(float(ok.mean()), 4) if len(ok) else None}
+        return {"samples": int(part.sum()), "counted": int(len(ok)),
+                "heldout_success_rate": round(float(ok.mean()), 4) if len(ok) else None}
 
     @property
     def success_rate(self) -> float:

@@ -19,8 +19,9 @@ Drive-level loss (samples drawn in drives, ``eot.drive_frames`` > 1): what the p
 whether the sign is seen at any point of the approach, so the hidden class's term is a hinge on the
 drive's soft-OR, the probability that some frame of the drive detects it,
 ``P = 1 - prod_i (1 - p_i)`` (:func:`drive_logit`), instead of on each frame. Its gradient goes to
-the frames that still show the sign most clearly, and a drive counts as won only when all of its
-frames are. With one frame per drive it is the per-frame hinge.
+the frames that still show the sign most clearly. The floor applies to the drive's ``P`` (about
+the sum of its frames' scores when they are small), so each of K frames is pushed to about
+floor / K. With one frame per drive it is the per-frame hinge.
 
 Lane-keeper goal ``steer``: minus the steering command towards the chosen side.
 """

@@ -11,7 +11,7 @@ collapsing into one.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -248,7 +248,8 @@ def train_against(cfg: AttackerConfig, acfg, init: PatchGenerator | None = None,
 
     victim = load_attack_victim(acfg)
     bank, heldout_bank, _ = scene_banks(acfg)
-    eot = EOT(acfg.eot, load_profile(acfg.printer_profile))
+    # the network's patches are scored frame by frame: its batches are not drawn as drives
+    eot = EOT(replace(acfg.eot, drive_frames=1), load_profile(acfg.printer_profile))
     slot = SlotInfo(acfg.scenes.slot, bank.slot_kind, bank.slot_size_m, bank.sign_kind)
     outline = Patch(slot, acfg.patch).outline
     g, stats = train_attacker(cfg, victim, eot, bank, acfg.make_goal(), outline, slot.size_m, seed=acfg.seed,

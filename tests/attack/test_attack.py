@@ -78,6 +78,12 @@ def test_run_directory_is_self_describing(tmp_path):
         assert key in doc["metrics"]
     bands = doc["metrics"]["heldout_by_distance_m"]  # the held-out figures by distance, as the closed loop's
     assert sum(b["samples"] for b in bands.values()) == cfg.final_samples
+    counted = sum(b["counted"] for b in bands.values())
+    assert counted == doc["metrics"]["heldout_samples"]
+    won = sum(b["heldout_success_rate"] * b["counted"] for b in bands.values() if b["counted"])
+    assert won == pytest.approx(doc["metrics"]["heldout_success_rate"] * counted, abs=1e-3)
+    failures = json.loads((out / "failures.json").read_text())["indices"]
+    assert len(failures) == counted - round(won)
     assert set(bands) <= {"0-10", "10-20", "20-30", "30-40", "40-60", "60+"}
     assert all(0 <= b["adversarial_detection_rate"] <= 1 for b in bands.values())
     assert doc["slot"]["size_m"] == [0.75, 0.75] and doc["print_dpi"] == 150.0 and doc["seed"] == 0
@@ -130,6 +136,12 @@ def test_bad_attack_configs_fail_clearly(tmp_path):
         load_attack_config(bad)
     bad.write_text("batch: 12\neot:\n  drive_frames: 5\n")
     with pytest.raises(ConfigError, match=r"bad.yaml:3: key 'eot.drive_frames': a batch of 12 samples does not split"):
+        load_attack_config(bad)
+    bad.write_text("batch: 12\nscenes:\n  frames_per_seed: 2\neot:\n  drive_frames: 4\n")
+    with pytest.raises(ConfigError, match=r"key 'eot.drive_frames': drives of 4 frames need scenes.frames_per_seed"):
+        load_attack_config(bad)
+    bad.write_text("goal: appear\ntarget_class: speed_limit\nscenes:\n  frames_per_seed: 4\neot:\n  drive_frames: 4\n")
+    with pytest.raises(ConfigError, match=r"goal 'appear' has no drive-level loss"):
         load_attack_config(bad)
     cfg = _tiny()
     cfg.goal = "steer"

@@ -80,8 +80,9 @@ def test_each_goal_tests_success_its_own_way():
     assert vanish.success.tolist() == [True, False, True]  # only where the clean sign was seen
     assert vanish.failed_samples().tolist() == [1]  # indices among all samples, for failures.json
     near = vanish.part_summary(np.array([True, True, False, False]))  # e.g. one distance band
-    assert near == {"samples": 2, "heldout_success_rate": 0.5, "clean_detection_rate": 1.0,
+    assert near == {"samples": 2, "counted": 2, "heldout_success_rate": 0.5, "clean_detection_rate": 1.0,
                     "adversarial_detection_rate": 0.5}
+    assert vanish.part_summary(np.array([False, False, True, True]))["counted"] == 1  # sample 2: clean sign missed
     wrong = make_goal("misclassify", target_class="speed_limit").result(clean, adv)
     assert wrong.success.tolist() == [True, False, False]  # the target seen and the source not
     phantom = make_goal("appear", target_class="speed_limit").result(clean, adv)

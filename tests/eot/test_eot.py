@@ -419,6 +419,9 @@ def test_samples_drawn_in_drives_keep_each_drive_whole_through_the_pool():
     from patchsim.eot.pool import BackgroundPool
 
     bank = replace(_bank(n=3), drive=torch.tensor([4, 4, 9]))  # frames 0 and 1 are views of one drive
+    centre = bank.corners.mean(1, keepdim=True)
+    # slot sizes 1 : 1.5 : 1.2 across: sorted frame by frame, drive 9's frame would fall between drive 4's two
+    bank.corners = centre + (bank.corners - centre) * torch.tensor([1.0, 1.5, 1.2])[:, None, None]
     eot = EOT(_identity_cfg(drive_frames=2))
     params = eot.sample(bank, 8, torch.Generator().manual_seed(3))
     assert params["drive"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
