@@ -3,6 +3,8 @@ in closed loop the car runs the stop sign it stops for without the patch."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -76,7 +78,9 @@ def test_an_optimized_poster_makes_the_car_run_the_stop_sign(tmp_path, near_stop
 
 
 def _small_marking(steps: int):
-    cfg = load_attack_config("road_depart_pilotnet")
+    # the marking over the centre line: it takes drives out within a dozen steps from grey; the shipped
+    # marking over the ego lane needs a couple of dozen, too many for the suite
+    cfg = load_attack_config(Path(__file__).parents[2] / "docs" / "experiments" / "road_depart_centre_line.yaml")
     for bank in (cfg.scenes, cfg.heldout):
         bank.frames, bank.frames_per_seed = 12, 4
     cfg.batch, cfg.steps, cfg.eval_every, cfg.checkpoint_every = 8, steps, 6, 6
