@@ -106,12 +106,9 @@ class BackgroundPool:
         params = self.eot.sample(self.bank, self.size, gen)
         q = params["placement"]["corners"]
         extent = (q.max(1).values - q.min(1).values).prod(-1)  # (N,) the slot's box area in the image
-        k = self.eot.cfg.drive_frames
-        if k > 1:  # drives stay whole, sorted by their largest view of the slot
-            order = torch.sort(extent.view(-1, k).amax(1), stable=True).indices
-            self._params = select(params, (order[:, None] * k + torch.arange(k)).flatten())
-        else:
-            self._params = select(params, torch.sort(extent, stable=True).indices)
+        k = self.eot.cfg.drive_frames  # drives stay whole, sorted by their largest view of the slot (k = 1: frames)
+        order = torch.sort(extent.view(-1, k).amax(1), stable=True).indices
+        self._params = select(params, (order[:, None] * k + torch.arange(k)).flatten())
         self._background = self.eot.background(self._params, self.bank, self.device)
         groups = self.size // self.batch
         order = torch.cat([torch.randperm(groups, generator=gen)

@@ -125,24 +125,22 @@ def test_a_scene_bank_is_reused_only_for_the_same_configuration(tmp_path):
 
 def test_bad_attack_configs_fail_clearly(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\nsteps: 10\npatch:\n  mask: stickers\n  sticker_count: 3\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml:5: key 'patch.sticker_count': unknown key"):
-        load_attack_config(bad)
-    bad.write_text("goal: misclassify\n")
-    with pytest.raises(ConfigError, match="needs target_class"):
-        load_attack_config(bad)
-    bad.write_text("eot:\n  crop_px: -3\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml:2: key 'eot.crop_px': -3 is out of range"):
-        load_attack_config(bad)
-    bad.write_text("batch: 12\neot:\n  drive_frames: 5\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml:3: key 'eot.drive_frames': a batch of 12 samples does not split"):
-        load_attack_config(bad)
-    bad.write_text("batch: 12\nscenes:\n  frames_per_seed: 2\neot:\n  drive_frames: 4\n")
-    with pytest.raises(ConfigError, match=r"key 'eot.drive_frames': drives of 4 frames need scenes.frames_per_seed"):
-        load_attack_config(bad)
-    bad.write_text("goal: appear\ntarget_class: speed_limit\nscenes:\n  frames_per_seed: 4\neot:\n  drive_frames: 4\n")
-    with pytest.raises(ConfigError, match=r"goal 'appear' has no drive-level loss"):
-        load_attack_config(bad)
+    cases = [  # (file text, the error it must give)
+        ("name: x\nsteps: 10\npatch:\n  mask: stickers\n  sticker_count: 3\n",
+         r"bad.yaml:5: key 'patch.sticker_count': unknown key"),
+        ("goal: misclassify\n", "needs target_class"),
+        ("eot:\n  crop_px: -3\n", r"bad.yaml:2: key 'eot.crop_px': -3 is out of range"),
+        ("batch: 12\neot:\n  drive_frames: 5\n",
+         r"bad.yaml:3: key 'eot.drive_frames': a batch of 12 samples does not split"),
+        ("batch: 12\nscenes:\n  frames_per_seed: 2\neot:\n  drive_frames: 4\n",
+         r"key 'eot.drive_frames': drives of 4 frames need scenes.frames_per_seed"),
+        ("goal: appear\ntarget_class: speed_limit\nscenes:\n  frames_per_seed: 4\neot:\n  drive_frames: 4\n",
+         r"goal 'appear' has no drive-level loss"),
+    ]
+    for text, error in cases:
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=error):
+            load_attack_config(bad)
     cfg = _tiny()
     cfg.goal = "steer"
     with pytest.raises(ValueError, match="needs a lane-keeper"):
