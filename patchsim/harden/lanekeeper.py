@@ -38,16 +38,18 @@ MODELS = ("pilotnet", "lanenet")
 
 
 def _default_attacks() -> list[RoundAttack]:
-    return [RoundAttack("road_steer_pilotnet", 300, 120.0)]
+    # the drive-level ego-lane marking (the attack a fresh evaluation makes) and the per-frame one over the
+    # centre line: two placements, so the network does not learn to ignore one strip of road only
+    return [RoundAttack("road_depart_pilotnet", 150, 200.0), RoundAttack("road_steer_pilotnet", 300, 90.0)]
 
 
 @dataclass
 class HardenLaneKeeperConfig:
     model: str = param("pilotnet", help="pilotnet or lanenet: which network to harden")
     baseline: str | None = param(None, help="the lane-keeper to harden (default lanekeeper:MODEL) or a checkpoint")
-    rounds: int = param(3, range=(1, 100), help="attack-then-train rounds")
+    rounds: int = param(6, range=(1, 100), help="attack-then-train rounds")
     attacks: list[RoundAttack] = param(default_factory=_default_attacks, help="road attacks made in every round")
-    patched_drives: int = param(16, range=(1, 10000), help="drives over a pool marking per round")
+    patched_drives: int = param(16, range=(1, 10000), help="drives over a marking per attack slot and round")
     clean_drives: int = param(16, range=(0, 10000), help="drives on fresh random roads without a patch per round")
     policy_share: float = param(0.5, range=(0.0, 1.0), help="share of the drives the lane-keeper steers (DAgger)")
     steer_noise: float = param(0.06, range=(0.0, 1.0), help="steering noise of the expert's drives (DART)")
@@ -56,6 +58,10 @@ class HardenLaneKeeperConfig:
     camera_pitch_deg: tuple[float, float] = param((-4.0, 0.0), unit="deg", range=(-20.0, 20.0),
                                                   help="camera pitch range of the drives")
     speed_mps: tuple[float, float] = param((8.0, 15.0), unit="m/s", range=(1.0, 40.0), help="drive speeds")
+    random_marking_share: float = param(0.3, range=(0.0, 1.0), help="share of the patched drives painted with a "
+                                        "random marking (colour noise and stripes) instead of a pool one")
+    mirror_share: float = param(0.5, range=(0.0, 1.0), help="share of the pool markings painted mirrored left to "
+                                                           "right (over the ego lane: pushing the other way)")
     epochs_per_round: int = param(4, range=(1, 1000), help="fine-tuning epochs in a round")
     lr: float = param(3e-4, range=(1e-7, 0.1), help="Adam learning rate (cosine over the round's epochs)")
     batch: int = param(64, range=(1, 4096), help="batch size")
@@ -76,10 +82,45 @@ class HardenLaneKeeperConfig:
         return self.baseline or f"lanekeeper:{self.model}"
 
 
+def random_marking(shape_hw: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A random opaque road marking (H x W x 4 uint8; rows along the road, columns across it): smooth colour
+    noise crossed by 1-6 stripes, most of them white or yellow and near the road's direction, like lane lines.
+
+    The pool holds a few attack markings a round; these show the network many more kinds of paint in its
+    lane, all of which it must drive through as the expert does (the role the attacker network plays for
+    the detector)."""
+    import cv2
+
+    h, w = shape_hw
+    coarse = rng.uniform(0.0, 255.0, (int(rng.integers(2, 10)), int(rng.integers(2, 6)), 3)).astype(np.float32)
+    img = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
+    for _ in range(int(rng.integers(1, 7))):
+        slope = float(np.tan(rng.uniform(-0.5, 0.5)))  # columns per row: stripes near the road's direction
+        across = (cols - rng.uniform(0, w)) - slope * (rows - rng.uniform(0, h))
+        half_width = rng.uniform(0.02, 0.12) * w
+        kind = rng.random()
+        colour = (255.0, 255.0, 255.0) if kind < 0.4 else (230.0, 180.0, 40.0) if kind < 0.6 else rng.uniform(0, 255, 3)
+        img[np.abs(across) < half_width] = colour
+    rgba = np.empty((h, w, 4), np.uint8)
+    rgba[..., :3] = np.clip(img, 0, 255).round().astype(np.uint8)
+    rgba[..., 3] = 255
+    return rgba
+
+
+def _marking_for_drive(pool: list[np.ndarray], cfg: HardenLaneKeeperConfig, rng: np.random.Generator) -> np.ndarray:
+    """In a share ``cfg.random_marking_share`` a random marking of the pool's size, otherwise a pool marking,
+    mirrored left to right (columns run across the road) in a share ``cfg.mirror_share`` of those."""
+    marking = pool[int(rng.integers(len(pool)))]
+    if rng.random() < cfg.random_marking_share:
+        return random_marking(marking.shape[:2], rng)
+    return np.ascontiguousarray(marking[:, ::-1]) if rng.random() < cfg.mirror_share else marking
+
+
 def patched_lane_samples(scenario_path: str, slot: str, pool: list[np.ndarray], cfg: HardenLaneKeeperConfig,
                          seed: int, policy=None) -> Iterator:
-    """Frames of ``cfg.patched_drives`` drives of the scenario with a pool marking on ``slot``, labelled
-    with the expert's steering (see the module)."""
+    """Frames of ``cfg.patched_drives`` drives of the scenario with a marking on ``slot`` (from ``pool`` or
+    random: :func:`_marking_for_drive`), labelled with the expert's steering (see the module)."""
     from patchsim.closedloop.drivers import GroundTruthDriver
     from patchsim.closedloop.episode import run_episode
     from patchsim.data.generate import LaneSampleRecorder, far_off_lane
@@ -98,8 +139,8 @@ def patched_lane_samples(scenario_path: str, slot: str, pool: list[np.ndarray], 
             use_policy = policy is not None and rng.random() < cfg.policy_share
             driver = GroundTruthDriver(steer_noise_std=cfg.steer_noise, policy=policy if use_policy else None, rng=rng)
             rec = LaneSampleRecorder(2)
-            run_episode(sim, scenario, int(rng.integers(2**31)), driver,
-                        patches={slot: pool[int(rng.integers(len(pool)))]}, recorders=[rec],
+            marking = _marking_for_drive(pool, cfg, np.random.default_rng([seed, 29, k]))
+            run_episode(sim, scenario, int(rng.integers(2**31)), driver, patches={slot: marking}, recorders=[rec],
                         until=lambda f: far_off_lane(f) or f.ego.s_m > slot_s + 15.0, run_to_end=True)
             yield from rec.samples
 

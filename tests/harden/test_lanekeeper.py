@@ -45,3 +45,28 @@ def test_the_shipped_hardened_pilotnet_loads_by_name():
 
     model = load_victim("lanekeeper:pilotnet-hardened")
     assert isinstance(model, PilotNet) and model.meta["round"] == 3
+
+
+def test_drives_get_pool_markings_mirrored_or_random_ones_in_their_shares():
+    import numpy as np
+
+    from patchsim.harden.lanekeeper import _marking_for_drive, random_marking
+
+    a = random_marking((384, 56), np.random.default_rng(3))
+    assert a.shape == (384, 56, 4) and a.dtype == np.uint8 and (a[..., 3] == 255).all()
+    assert np.array_equal(a, random_marking((384, 56), np.random.default_rng(3)))  # seeded
+    assert not np.array_equal(a, random_marking((384, 56), np.random.default_rng(4)))
+    assert a[..., :3].std() > 20  # paint, not a flat colour
+
+    pool = [np.random.default_rng(0).integers(0, 255, (384, 56, 4), dtype=np.uint8)]
+    cfg = HardenLaneKeeperConfig(random_marking_share=0.3, mirror_share=0.5)
+    kinds = {"pool": 0, "mirrored": 0, "random": 0}
+    for k in range(400):
+        m = _marking_for_drive(pool, cfg, np.random.default_rng([7, k]))
+        assert m.shape == pool[0].shape
+        kinds["pool" if np.array_equal(m, pool[0]) else "mirrored" if np.array_equal(m, pool[0][:, ::-1])
+              else "random"] += 1
+    assert 90 <= kinds["random"] <= 150 and 110 <= kinds["mirrored"] <= 170 and 110 <= kinds["pool"] <= 170, kinds
+    only_pool = HardenLaneKeeperConfig(random_marking_share=0.0, mirror_share=0.0)
+    assert all(np.array_equal(_marking_for_drive(pool, only_pool, np.random.default_rng(k)), pool[0])
+               for k in range(20))
