@@ -108,10 +108,9 @@ def random_marking(shape_hw: tuple[int, int], rng: np.random.Generator) -> np.nd
     return rgba
 
 
-def _marking_for_drive(pool: list[np.ndarray], cfg: HardenLaneKeeperConfig, rng: np.random.Generator) -> np.ndarray:
-    """In a share ``cfg.random_marking_share`` a random marking of the pool's size, otherwise a pool marking,
-    mirrored left to right (columns run across the road) in a share ``cfg.mirror_share`` of those."""
-    marking = pool[int(rng.integers(len(pool)))]
+def _marking_for_drive(marking: np.ndarray, cfg: HardenLaneKeeperConfig, rng: np.random.Generator) -> np.ndarray:
+    """In a share ``cfg.random_marking_share`` a random marking of the pool marking's size, otherwise the pool
+    marking, mirrored left to right (columns run across the road) in a share ``cfg.mirror_share`` of those."""
     if rng.random() < cfg.random_marking_share:
         return random_marking(marking.shape[:2], rng)
     return np.ascontiguousarray(marking[:, ::-1]) if rng.random() < cfg.mirror_share else marking
@@ -139,7 +138,7 @@ def patched_lane_samples(scenario_path: str, slot: str, pool: list[np.ndarray], 
             use_policy = policy is not None and rng.random() < cfg.policy_share
             driver = GroundTruthDriver(steer_noise_std=cfg.steer_noise, policy=policy if use_policy else None, rng=rng)
             rec = LaneSampleRecorder(2)
-            marking = _marking_for_drive(pool, cfg, np.random.default_rng([seed, 29, k]))
+            marking = _marking_for_drive(pool[int(rng.integers(len(pool)))], cfg, np.random.default_rng([seed, 29, k]))
             run_episode(sim, scenario, int(rng.integers(2**31)), driver, patches={slot: marking}, recorders=[rec],
                         until=lambda f: far_off_lane(f) or f.ego.s_m > slot_s + 15.0, run_to_end=True)
             yield from rec.samples

@@ -62,11 +62,11 @@ def test_drives_get_pool_markings_mirrored_or_random_ones_in_their_shares():
     cfg = HardenLaneKeeperConfig(random_marking_share=0.3, mirror_share=0.5)
     kinds = {"pool": 0, "mirrored": 0, "random": 0}
     for k in range(400):
-        m = _marking_for_drive(pool, cfg, np.random.default_rng([7, k]))
+        m = _marking_for_drive(pool[0], cfg, np.random.default_rng([7, k]))
         assert m.shape == pool[0].shape
         kinds["pool" if np.array_equal(m, pool[0]) else "mirrored" if np.array_equal(m, pool[0][:, ::-1])
               else "random"] += 1
     assert 90 <= kinds["random"] <= 150 and 110 <= kinds["mirrored"] <= 170 and 110 <= kinds["pool"] <= 170, kinds
     only_pool = HardenLaneKeeperConfig(random_marking_share=0.0, mirror_share=0.0)
-    assert all(np.array_equal(_marking_for_drive(pool, only_pool, np.random.default_rng(k)), pool[0])
+    assert all(np.array_equal(_marking_for_drive(pool[0], only_pool, np.random.default_rng(k)), pool[0])
                for k in range(20))
