@@ -47,7 +47,7 @@ def _default_attacks() -> list[RoundAttack]:
 class HardenLaneKeeperConfig:
     model: str = param("pilotnet", help="pilotnet or lanenet: which network to harden")
     baseline: str | None = param(None, help="the lane-keeper to harden (default lanekeeper:MODEL) or a checkpoint")
-    rounds: int = param(6, range=(1, 100), help="attack-then-train rounds")
+    rounds: int = param(8, range=(1, 100), help="attack-then-train rounds")
     attacks: list[RoundAttack] = param(default_factory=_default_attacks, help="road attacks made in every round")
     patched_drives: int = param(16, range=(1, 10000), help="drives over a marking per attack slot and round")
     clean_drives: int = param(16, range=(0, 10000), help="drives on fresh random roads without a patch per round")

@@ -44,7 +44,7 @@ def test_the_shipped_hardened_pilotnet_loads_by_name():
     from patchsim.victims.registry import load_victim
 
     model = load_victim("lanekeeper:pilotnet-hardened")
-    assert isinstance(model, PilotNet) and model.meta["round"] == 3
+    assert isinstance(model, PilotNet) and model.meta["round"] == 8
 
 
 def test_drives_get_pool_markings_mirrored_or_random_ones_in_their_shares():
