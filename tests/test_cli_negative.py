@@ -1,9 +1,14 @@
-"""Bad input, one at a time, the way a user meets it: the real ``patchsim`` command in a subprocess,
-real files. Every case must exit 2 with a one-line message that names the culprit (file, key, flag
-or value), print no traceback, and leave nothing behind in the output location."""
+"""Bad input, one at a time, the way a user meets it: the real ``patchsim`` command in a process of its
+own, real files. Every case must exit 2 with a one-line message that names the culprit (file, key, flag
+or value), print no traceback, and leave nothing behind in the output location.
+
+Each case's process is forked from a server that has imported torch and the CLI once (multiprocessing's
+forkserver), so the 95 cases do not each pay for a fresh Python importing torch; the process then runs
+``patchsim.cli.main`` with its own arguments, environment, working directory and output files."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -183,31 +188,55 @@ def _listing(t: Path) -> set[str]:
     return {str(p.relative_to(t)) for p in t.rglob("*")}
 
 
-def _run_case(case, base: Path):
+def _patchsim_main(words: list[str], env: dict[str, str], stdout: str, stderr: str) -> None:
+    """The body of a case's process: ``patchsim WORDS`` as the console command runs it."""
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(ROOT)
+    for fd, path in ((1, stdout), (2, stderr)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(target, fd)  # C-level writes too
+        os.close(target)
+    sys.argv = ["patchsim", *words]
+    from patchsim.cli import main
+
+    main()
+
+
+def _run_case(case, base: Path, ctx):
     name, args, _ = case
     t = base / name
     t.mkdir()
     _inputs(t)
+    out, err = base / f"{name}.stdout", base / f"{name}.stderr"
     before = _listing(t)
     env = {**os.environ, "PATCHSIM_CACHE": str(t / "cache"), "NO_COLOR": "1", "COLUMNS": "200"}
     words = args.format(t=t).split()
     quiet = ["--no-progress"] if words[0] in ("attack", "scenario", "pipeline") else []
-    argv = [sys.executable, "-m", "patchsim.cli", *words, *quiet]
-    try:
-        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
-    except subprocess.TimeoutExpired as exc:  # a bad input that was not refused: it started working
-        proc = subprocess.CompletedProcess(argv, None, exc.stdout or "", f"still running after {exc.timeout} s")
-        proc.stdout = proc.stdout.decode() if isinstance(proc.stdout, bytes) else proc.stdout
+    proc = ctx.Process(target=_patchsim_main, args=([*words, *quiet], env, str(out), str(err)))
+    proc.start()
+    proc.join(120)
+    code = proc.exitcode
+    timed_out = proc.is_alive()
+    if timed_out:  # a bad input that was not refused: it started working
+        proc.kill()
+        proc.join()
+        code = None
+    text = [f.read_text(errors="replace") if f.is_file() else "" for f in (out, err)]
+    result = subprocess.CompletedProcess(words, code, text[0],
+                                         text[1] + ("still running after 120 s" if timed_out else ""))
     left = _listing(t) - before
-    return proc, sorted(left)
+    return result, sorted(left)
 
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
-    """Every case run once, two at a time (each is a fresh Python that imports torch)."""
+    """Every case run once, two at a time."""
     base = tmp_path_factory.mktemp("negative")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "patchsim.cli"])
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda c: _run_case(c, base), CASES))
+        results = list(pool.map(lambda c: _run_case(c, base, ctx), CASES))
     return {case[0]: result for case, result in zip(CASES, results)}
 
 

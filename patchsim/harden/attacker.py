@@ -35,8 +35,8 @@ class AttackerConfig:
     tv_weight: float = param(2.5, range=(0.0, 1000.0), help="total variation weight (printable smoothness)")
     diversity_weight: float = param(0.05, range=(0.0, 100.0), help="mode-seeking term against collapsed patches")
     full_face_share: float = param(0.25, range=(0.0, 1.0), help="share of patches that cover the whole face")
-    stickers: tuple[int, int] = param((2, 6), range=(1, 8), help="sticker pieces per layout (fewest, most)")
-    sticker_side_m: tuple[float, float] = param((0.08, 0.25), unit="m", range=(0.05, 2.0),
+    stickers: tuple[int, int] = param((2, 8), range=(1, 8), help="sticker pieces per layout (fewest, most)")
+    sticker_side_m: tuple[float, float] = param((0.06, 0.25), unit="m", range=(0.05, 2.0),
                                                 help="sticker side length range")
     max_coverage: float = param(0.25, range=(0.01, 1.0), help="largest share of the face a sticker layout covers")
     eval_patches: int = param(8, range=(1, 1000), help="generated patches scored on held-out samples")

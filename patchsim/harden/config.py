@@ -28,14 +28,17 @@ def _default_attacks() -> list[RoundAttack]:
 class HardenDetectorConfig:
     baseline: str = param("detector:default", help="the detector to harden: detector:NAME or a checkpoint path")
     data: str = param("runs/data/detector/data.yaml", help="data.yaml written by `patchsim data generate`")
-    rounds: int = param(3, range=(1, 100), help="attack-then-train rounds")
+    rounds: int = param(6, range=(1, 100), help="attack-then-train rounds")
     attacks: list[RoundAttack] = param(default_factory=_default_attacks, help="attacks made in every round")
     attacker: AttackerConfig = param(default_factory=AttackerConfig)
     attacker_attack: str = param("stop_sticker_vanish",
                                  help="attack config whose scenes, EOT and goal the attacker network trains on")
     share: float = param(0.5, range=(0.0, 1.0), help="probability that an attacked sign face in a training "
                                                      "image carries a patch")
-    attacker_share: float = param(0.5, range=(0.0, 1.0), help="of the patched faces, the share that get an "
+    random_share: float = param(0.3, range=(0.0, 1.0), help="of the patched faces, the share that get random "
+                                                            "sticker colours in a random sticker layout (the "
+                                                            "attacker's stickers, sticker_side_m, max_coverage)")
+    attacker_share: float = param(0.5, range=(0.0, 1.0), help="of the other patched faces, the share that get an "
                                                               "attacker network patch (the rest: the pool's)")
     gain_jitter: float = param(0.15, range=(0.0, 0.9), help="light on a pasted patch varies by up to this share")
     epochs_per_round: int = param(2, range=(1, 1000), help="fine-tuning epochs in a round")

@@ -7,7 +7,8 @@ Each round:
 2. **Attacker network**: train the patch generator (:mod:`patchsim.harden.attacker`) against the
    current model, going on from the last round's generator.
 3. **Fine-tune** the model with Ultralytics' trainer on the clean training images, where each face of
-   an attacked sign kind carries, with probability ``share``, a pool patch or a fresh generated one
+   an attacked sign kind carries, with probability ``share``, random stickers (``random_share`` of
+   them, :mod:`patchsim.harden.random_paint`), a pool patch or a fresh generated one
    (:mod:`patchsim.harden.trainer`), labels kept.
 
 Run directory::
@@ -27,6 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -74,8 +76,9 @@ def run_round_attacks(cfg: HardenDetectorConfig, k: int, current: str, folder: P
     """Round ``k``'s attacks on the model ``current``; returns their figures and pool entries."""
     figures, made = attack_round(cfg.attacks, k, current, cfg.seed, attack_device(cfg.device), folder, pool_dir,
                                 progress)
-    return figures, [{"file": f"../pool/{name}", "sign_kind": doc["slot"]["sign_kind"], "goal": acfg.goal,
-                      "round": k, "attack": acfg.name} for name, acfg, doc in made]
+    return figures, [{"file": f"../pool/{name}", "sign_kind": doc["slot"]["sign_kind"],
+                      "size_m": doc["slot"]["size_m"], "goal": acfg.goal, "round": k, "attack": acfg.name}
+                     for name, acfg, doc in made]
 
 
 def run_round_attacker(cfg: HardenDetectorConfig, k: int, current: str, folder: Path, previous: Path | None,
@@ -160,7 +163,9 @@ def harden_detector(cfg: HardenDetectorConfig, out_dir: str | Path, progress: bo
             pool = state["pool"] + entries
             profile = folder / "attacks" / figures[0]["attack"] / "printer_profile.json"
             write_patch_source(folder, pool, cfg.share, cfg.attacker_share, cfg.gain_jitter,
-                               str(profile.relative_to(folder)), attacker)
+                               str(profile.relative_to(folder)), attacker,
+                               {"share": cfg.random_share,
+                                "layout": to_dict(replace(cfg.attacker, full_face_share=0.0))})
             trained = fine_tune(cfg, current, data, folder, folder)
             state["pool"] = pool
             # paths in the state are relative to the run directory, so a moved run resumes

@@ -76,8 +76,8 @@ def _run_attack(acfg, folder: Path, progress: bool) -> dict:
 def transfer_success(acfg, patch_dir: Path, victim_spec: str, params_dir: Path) -> float:
     """Held-out success of the patch in ``patch_dir`` against ``victim_spec``, on the held-out samples
     recorded in ``params_dir/heldout_params.json`` (the report samples of an attack with the same config)."""
-    from patchsim.attack.evaluate import evaluate_heldout
     from patchsim.attack.banks import scene_banks
+    from patchsim.attack.evaluate import evaluate_heldout
     from patchsim.closedloop.patches import load_patch
     from patchsim.config import read_json
     from patchsim.eot.pipeline import EOT

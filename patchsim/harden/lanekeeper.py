@@ -30,6 +30,7 @@ import torch
 
 from patchsim.config import FieldError, param, to_dict
 from patchsim.harden.config import RoundAttack
+from patchsim.harden.random_paint import random_marking
 from patchsim.harden.rounds import attack_round, check_round_attacks, plot_rounds, read_state
 from patchsim.runs import manifest, output_dir, write_json, write_text
 
@@ -80,32 +81,6 @@ class HardenLaneKeeperConfig:
     @property
     def baseline_spec(self) -> str:
         return self.baseline or f"lanekeeper:{self.model}"
-
-
-def random_marking(shape_hw: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """A random opaque road marking (H x W x 4 uint8; rows along the road, columns across it): smooth colour
-    noise crossed by 1-6 stripes, most of them white or yellow and near the road's direction, like lane lines.
-
-    The pool holds a few attack markings a round; these show the network many more kinds of paint in its
-    lane, all of which it must drive through as the expert does (the role the attacker network plays for
-    the detector)."""
-    import cv2
-
-    h, w = shape_hw
-    coarse = rng.uniform(0.0, 255.0, (int(rng.integers(2, 10)), int(rng.integers(2, 6)), 3)).astype(np.float32)
-    img = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
-    rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
-    for _ in range(int(rng.integers(1, 7))):
-        slope = float(np.tan(rng.uniform(-0.5, 0.5)))  # columns per row: stripes near the road's direction
-        across = (cols - rng.uniform(0, w)) - slope * (rows - rng.uniform(0, h))
-        half_width = rng.uniform(0.02, 0.12) * w
-        kind = rng.random()
-        colour = (255.0, 255.0, 255.0) if kind < 0.4 else (230.0, 180.0, 40.0) if kind < 0.6 else rng.uniform(0, 255, 3)
-        img[np.abs(across) < half_width] = colour
-    rgba = np.empty((h, w, 4), np.uint8)
-    rgba[..., :3] = np.clip(img, 0, 255).round().astype(np.uint8)
-    rgba[..., 3] = 255
-    return rgba
 
 
 def _marking_for_drive(marking: np.ndarray, cfg: HardenLaneKeeperConfig, rng: np.random.Generator) -> np.ndarray:

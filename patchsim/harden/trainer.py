@@ -38,8 +38,13 @@ class PatchSource:
     Attributes:
         pool: sign kind -> (K, h, w, 4) float32 RGBA patches as printed (the optimizer's).
         share: probability that a face of an attacked kind gets a patch.
-        attacker_share: of those, the share drawn from the attacker network instead of the pool.
+        attacker_share: of the patches that are not random, the share drawn from the attacker network
+            instead of the pool.
         gain_jitter: see :func:`~patchsim.harden.paste.paste_on_face`.
+        random_share: of the patched faces, the share that get random sticker colours
+            (:func:`~patchsim.harden.random_paint.random_sticker_colours`) in a random layout
+            (:func:`~patchsim.harden.attacker.random_masks` with ``random_layout``), for the kinds in
+            ``random_slots`` (kind -> the face's (1, h, w) outline and its size in m).
     """
 
     pool: dict[str, list[np.ndarray]] = field(default_factory=dict)
@@ -52,11 +57,15 @@ class PatchSource:
     generator_outline: torch.Tensor | None = None
     generator_size_m: tuple[float, float] = (0.75, 0.75)
     printer: object | None = None  # PrinterProfile
+    random_share: float = 0.0
+    random_layout: object | None = None  # AttackerConfig
+    random_slots: dict[str, tuple[torch.Tensor, tuple[float, float]]] = field(default_factory=dict)
     _generated: list = field(default_factory=list)  # generated patches not yet used (made GENERATED_BATCH at a time)
 
     @property
     def kinds(self) -> set[str]:
-        return set(self.pool) | ({self.generator_kind} if self.generator is not None else set())
+        return set(self.pool) | ({self.generator_kind} if self.generator is not None else set()) | (
+            set(self.random_slots) if self.random_share > 0 else set())
 
     @classmethod
     def load(cls, folder: str | Path) -> "PatchSource":
@@ -69,6 +78,7 @@ class PatchSource:
         spec = read_json(folder / "patches.json", "patch source")
         printer = load_profile(str(folder / spec["printer_profile"])) if spec.get("printer_profile") else None
         pool: dict[str, list[np.ndarray]] = {}
+        slots: dict[str, tuple[float, float]] = {}
         for entry in spec.get("pool", []):
             rgba = cv2.imread(str(folder / entry["file"]), cv2.IMREAD_UNCHANGED)
             if rgba is None or rgba.ndim != 3 or rgba.shape[2] != 4:
@@ -77,8 +87,18 @@ class PatchSource:
             if printer is not None:
                 rgba[..., :3] = printer.apply_np(rgba[..., :3])
             pool.setdefault(entry["sign_kind"], []).append(rgba)
+            if "size_m" in entry:
+                slots[entry["sign_kind"]] = tuple(entry["size_m"])
         src = cls(pool, spec.get("share", 0.5), spec.get("attacker_share", 0.5), spec.get("gain_jitter", 0.15),
                   printer=printer)
+        rnd = spec.get("random")
+        if rnd and rnd.get("share", 0.0) > 0:
+            src.random_share = float(rnd["share"])
+            src.random_layout = from_dict(AttackerConfig, rnd["layout"], str(folder / "patches.json"))
+            for kind, size_m in slots.items():
+                hw = pool[kind][0].shape[:2]
+                outline = raster_polygon(SlotInfo("face", "sign_face", size_m, kind).outline_uv(), hw)
+                src.random_slots[kind] = (torch.from_numpy(outline)[None], size_m)
         att = spec.get("attacker")
         if att:
             g, _ = PatchGenerator.load(folder / att["file"])
@@ -94,6 +114,8 @@ class PatchSource:
         """(h, w, 4) a patch for a face of ``kind``, or None when it stays clean."""
         if kind not in self.kinds or rng.random() >= self.share:
             return None
+        if kind in self.random_slots and rng.random() < self.random_share:
+            return self._random_patch(kind, rng)
         use_generator = self.generator is not None and kind == self.generator_kind and (
             kind not in self.pool or rng.random() < self.attacker_share)
         if use_generator:
@@ -109,14 +131,30 @@ class PatchSource:
         return options[int(rng.integers(len(options)))]
 
 
+    def _random_patch(self, kind: str, rng: np.random.Generator) -> np.ndarray:
+        """(h, w, 4) random sticker colours, as printed, in a random layout on a face of ``kind``."""
+        from patchsim.harden.attacker import random_masks
+        from patchsim.harden.random_paint import random_sticker_colours
+
+        outline, size_m = self.random_slots[kind]
+        colours = torch.from_numpy(random_sticker_colours(tuple(outline.shape[-2:]), rng)).permute(2, 0, 1)[None]
+        if self.printer is not None:
+            colours = self.printer.apply(colours)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        mask = random_masks(outline, size_m, 1, self.random_layout, gen)
+        return torch.cat([colours, mask], 1)[0].permute(1, 2, 0).numpy().astype(np.float32)
+
+
 def write_patch_source(folder: str | Path, pool: list[dict], share: float, attacker_share: float,
-                       gain_jitter: float, printer_profile: str | None, attacker: dict | None) -> Path:
-    """Write ``patches.json`` (``pool``: entries with ``file`` relative to ``folder`` and ``sign_kind``)."""
+                       gain_jitter: float, printer_profile: str | None, attacker: dict | None,
+                       random: dict | None = None) -> Path:
+    """Write ``patches.json`` (``pool``: entries with ``file`` relative to ``folder``, ``sign_kind`` and the
+    face's ``size_m``; ``random``: ``share`` and the sticker ``layout``, an ``AttackerConfig`` as a dict)."""
     from patchsim.runs import write_json
 
     return write_json(Path(folder) / "patches.json", {
         "share": share, "attacker_share": attacker_share, "gain_jitter": gain_jitter,
-        "printer_profile": printer_profile, "pool": pool, "attacker": attacker})
+        "printer_profile": printer_profile, "pool": pool, "attacker": attacker, "random": random})
 
 
 def corners_dir(images_dir: Path) -> Path:

@@ -50,7 +50,8 @@ def test_the_shipped_hardened_pilotnet_loads_by_name():
 def test_drives_get_pool_markings_mirrored_or_random_ones_in_their_shares():
     import numpy as np
 
-    from patchsim.harden.lanekeeper import _marking_for_drive, random_marking
+    from patchsim.harden.lanekeeper import _marking_for_drive
+    from patchsim.harden.random_paint import random_marking
 
     a = random_marking((384, 56), np.random.default_rng(3))
     assert a.shape == (384, 56, 4) and a.dtype == np.uint8 and (a[..., 3] == 255).all()

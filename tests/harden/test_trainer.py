@@ -77,3 +77,34 @@ def test_mosaics_are_built_from_patched_images(small_detector_data, tmp_path):
     assert getattr(mosaic, "dataset", None) is ds  # the mosaic draws its other images through the patched dataset
     sample = ds[0]
     assert sample["img"].shape[0] == 3
+
+
+def test_random_stickers_come_in_their_share_varied_and_within_the_face(tmp_path):
+    from patchsim.config import to_dict
+    from patchsim.harden.attacker import AttackerConfig
+
+    rgba = np.zeros((96, 96, 4), np.uint8)
+    (tmp_path / "pool").mkdir()
+    cv2.imwrite(str(tmp_path / "pool" / "black.png"), rgba)
+    entry = {"file": "pool/black.png", "sign_kind": "stop_sign", "size_m": [0.75, 0.75]}
+    layout = AttackerConfig(full_face_share=0.0)
+    write_patch_source(tmp_path, [entry], 1.0, 0.0, 0.0, None, None, {"share": 0.4, "layout": to_dict(layout)})
+    source = PatchSource.load(tmp_path)
+    outline = source.random_slots["stop_sign"][0][0].numpy()
+    draws = [source.draw("stop_sign", np.random.default_rng(i)) for i in range(200)]
+    pool_like = [d for d in draws if d[..., 3].max() == 0]  # the pool's patch is transparent here
+    random = [d for d in draws if d[..., 3].max() > 0]
+    assert 0.3 < len(random) / len(draws) < 0.5
+    for d in random:
+        alpha = d[..., 3]
+        assert (alpha <= outline + 1e-6).all()  # on the face only (its anti-aliased outline)
+        assert alpha.sum() <= layout.max_coverage * outline.sum() + 1e-3
+    colours = np.stack([d[..., :3][d[..., 3] > 0].mean(0) for d in random])
+    assert colours.std(0).min() > 0.1  # many kinds of stickers, not one
+    again = source.draw("stop_sign", np.random.default_rng(int(np.flatnonzero([d[..., 3].max() > 0
+                                                                               for d in draws])[0])))
+    assert np.array_equal(again, random[0])  # seeded
+    assert len(pool_like) + len(random) == len(draws)
+    write_patch_source(tmp_path, [entry], 1.0, 0.0, 0.0, None, None, {"share": 0.0, "layout": to_dict(layout)})
+    assert all(PatchSource.load(tmp_path).draw("stop_sign", np.random.default_rng(i))[..., 3].max() == 0
+               for i in range(50))
