@@ -134,7 +134,8 @@ def evaluate_hardening(cfg: HardenEvalConfig, out_dir: str | Path, progress: boo
                 metrics = _run_attack(_attack_cfg(cfg, given, spec), out / "attacks" / role / name, progress)
                 r["adaptive"][name] = {k: metrics[k] for k in ("heldout_success_rate", "clean_detection_rate",
                                                              "adversarial_detection_rate", "mean_steer_change_deg",
-                                                             "steps", "optimize_s") if k in metrics}
+                                                             "steps", "optimize_s", "heldout_by_distance_m")
+                                           if k in metrics}
             if kind == "detector":
                 if sticker_headline:
                     r["adaptive_sticker_success"] = r["adaptive"][headline]["heldout_success_rate"]
@@ -211,6 +212,15 @@ def _report_md(report: dict) -> str:
     for name in b["adaptive"]:
         rows.append((f"adaptive {name}: held-out success", _pct(b["adaptive"][name]["heldout_success_rate"]),
                      _pct(h["adaptive"][name]["heldout_success_rate"])))
+    bands_b = b["adaptive"].get(report["headline_attack"], {}).get("heldout_by_distance_m") or {}
+    bands_h = h["adaptive"].get(report["headline_attack"], {}).get("heldout_by_distance_m") or {}
+    for band in bands_b if "map50" in b else ():
+        if band in bands_h and bands_b[band].get("counted") and bands_h[band].get("counted"):
+            rows.append((f"adaptive {report['headline_attack']} at {band} m: held-out success (clean detection)",
+                         f"{_pct(bands_b[band]['heldout_success_rate'])} "
+                         f"({_pct(bands_b[band]['clean_detection_rate'])})",
+                         f"{_pct(bands_h[band]['heldout_success_rate'])} "
+                         f"({_pct(bands_h[band]['clean_detection_rate'])})"))
     for name, v in report["transfer"].items():
         rows.append((f"transfer: the baseline's {name} patch", _pct(b["adaptive"][name]["heldout_success_rate"]),
                      _pct(v)))

@@ -125,3 +125,19 @@ def test_a_data_set_that_does_not_fit_the_model_is_refused_before_any_work(small
     with pytest.raises(FieldError, match="two attacks are named 'small_poster'"):
         harden_detector(cfg, tmp_path / "h", progress=False)
     assert not (tmp_path / "h").exists()
+
+
+def test_the_report_shows_where_by_distance_the_fresh_attack_still_wins():
+    from patchsim.harden.evaluate import _report_md
+
+    def side(near, far):
+        bands = {"10-20": {"counted": 30, "heldout_success_rate": near, "clean_detection_rate": 1.0},
+                 "40-60": {"counted": 20, "heldout_success_rate": far, "clean_detection_rate": 0.8},
+                 "60+": {"counted": 0, "heldout_success_rate": 0.0, "clean_detection_rate": 0.0}}
+        return {"map50": 0.9, "adaptive": {"stickers": {"heldout_success_rate": 0.5, "heldout_by_distance_m": bands}}}
+
+    report = {"baseline_model": "b", "hardened_model": "h", "headline_attack": "stickers", "transfer": {},
+              "baseline": side(0.6, 0.9), "hardened": side(0.0, 0.75)}
+    md = _report_md(report)
+    assert "| adaptive stickers at 10-20 m: held-out success (clean detection) | 60% (100%) | 0% (100%) |" in md
+    assert "at 40-60 m" in md and "at 60+ m" not in md  # a band with no counted frame says nothing
