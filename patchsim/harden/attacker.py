@@ -265,9 +265,15 @@ def generated_rgba(g: PatchGenerator, cfg: AttackerConfig, outline: torch.Tensor
                    n: int, gen: torch.Generator, printed=None) -> np.ndarray:
     """(n, H, W, 4) float32 patches with random layouts as alpha, for pasting on training images;
     ``printed`` maps (n, 3, H, W) colours to their printed look."""
+    return layout_rgba(g.sample(n, gen).cpu(), cfg, outline, size_m, gen, printed)
+
+
+def layout_rgba(colours: torch.Tensor, cfg: AttackerConfig, outline: torch.Tensor, size_m: tuple[float, float],
+                gen: torch.Generator, printed=None) -> np.ndarray:
+    """(n, H, W, 4) float32: ``colours`` (n, 3, H, W), as printed, with random sticker layouts
+    (:func:`random_masks`) as alpha."""
     with torch.no_grad():
-        colours = g.sample(n, gen).cpu()
         if printed is not None:
             colours = printed(colours)
-        masks = random_masks(outline.cpu(), size_m, n, cfg, gen)
+        masks = random_masks(outline.cpu(), size_m, colours.shape[0], cfg, gen)
     return torch.cat([colours, masks], 1).permute(0, 2, 3, 1).numpy().astype(np.float32)

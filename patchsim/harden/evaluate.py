@@ -214,13 +214,13 @@ def _report_md(report: dict) -> str:
                      _pct(h["adaptive"][name]["heldout_success_rate"])))
     bands_b = b["adaptive"].get(report["headline_attack"], {}).get("heldout_by_distance_m") or {}
     bands_h = h["adaptive"].get(report["headline_attack"], {}).get("heldout_by_distance_m") or {}
+    def band_cell(x: dict) -> str:
+        return f"{_pct(x['heldout_success_rate'])} ({_pct(x['clean_detection_rate'])})"
+
     for band in bands_b if "map50" in b else ():
         if band in bands_h and bands_b[band].get("counted") and bands_h[band].get("counted"):
             rows.append((f"adaptive {report['headline_attack']} at {band} m: held-out success (clean detection)",
-                         f"{_pct(bands_b[band]['heldout_success_rate'])} "
-                         f"({_pct(bands_b[band]['clean_detection_rate'])})",
-                         f"{_pct(bands_h[band]['heldout_success_rate'])} "
-                         f"({_pct(bands_h[band]['clean_detection_rate'])})"))
+                         band_cell(bands_b[band]), band_cell(bands_h[band])))
     for name, v in report["transfer"].items():
         rows.append((f"transfer: the baseline's {name} patch", _pct(b["adaptive"][name]["heldout_success_rate"]),
                      _pct(v)))

@@ -63,6 +63,11 @@ class PatchSource:
     _generated: list = field(default_factory=list)  # generated patches not yet used (made GENERATED_BATCH at a time)
 
     @property
+    def _printed(self):
+        """Colours (B, 3, H, W) -> as printed, or None without a printer profile."""
+        return self.printer.apply if self.printer is not None else None
+
+    @property
     def kinds(self) -> set[str]:
         return set(self.pool) | ({self.generator_kind} if self.generator is not None else set()) | (
             set(self.random_slots) if self.random_share > 0 else set())
@@ -123,26 +128,21 @@ class PatchSource:
                 from patchsim.harden.attacker import generated_rgba
 
                 gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-                printed = (lambda c: self.printer.apply(c)) if self.printer is not None else None
                 self._generated = list(generated_rgba(self.generator, self.generator_cfg, self.generator_outline,
-                                                      self.generator_size_m, GENERATED_BATCH, gen, printed))
+                                                      self.generator_size_m, GENERATED_BATCH, gen, self._printed))
             return self._generated.pop()
         options = self.pool[kind]
         return options[int(rng.integers(len(options)))]
 
-
     def _random_patch(self, kind: str, rng: np.random.Generator) -> np.ndarray:
         """(h, w, 4) random sticker colours, as printed, in a random layout on a face of ``kind``."""
-        from patchsim.harden.attacker import random_masks
+        from patchsim.harden.attacker import layout_rgba
         from patchsim.harden.random_paint import random_sticker_colours
 
         outline, size_m = self.random_slots[kind]
         colours = torch.from_numpy(random_sticker_colours(tuple(outline.shape[-2:]), rng)).permute(2, 0, 1)[None]
-        if self.printer is not None:
-            colours = self.printer.apply(colours)
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        mask = random_masks(outline, size_m, 1, self.random_layout, gen)
-        return torch.cat([colours, mask], 1)[0].permute(1, 2, 0).numpy().astype(np.float32)
+        return layout_rgba(colours, self.random_layout, outline, size_m, gen, self._printed)[0]
 
 
 def write_patch_source(folder: str | Path, pool: list[dict], share: float, attacker_share: float,
