@@ -226,6 +226,14 @@ def _patched_dataset_class() -> type:
 
 @lru_cache(maxsize=1)
 def _harden_trainer_class() -> type:
+    # patchsim's Ultralytics settings (offline, no AMP check that downloads a model, all CPU cores) are applied
+    # wherever the class is made: also in a DDP worker, which unpickles it from Ultralytics' launch file and
+    # never runs the code that started the training
+    from patchsim.victims.offline import ultralytics
+    from patchsim.victims.train_detector import _patch_trainer
+
+    ultralytics()
+    _patch_trainer()
     from ultralytics.models.yolo.detect import DetectionTrainer
 
     def build_dataset(self, img_path, mode="train", batch=None):

@@ -108,3 +108,43 @@ def test_random_stickers_come_in_their_share_varied_and_within_the_face(tmp_path
     write_patch_source(tmp_path, [entry], 1.0, 0.0, 0.0, None, None, {"share": 0.0, "layout": to_dict(layout)})
     assert all(PatchSource.load(tmp_path).draw("stop_sign", np.random.default_rng(i))[..., 3].max() == 0
                for i in range(50))
+
+
+def test_a_ddp_worker_rebuilds_the_trainer_with_its_patches_and_patchsims_settings(small_detector_data, tmp_path):
+    """Ultralytics' multi-GPU training writes a launch file and starts fresh processes that unpickle the trainer
+    class from it; run that file (up to where it would train) in a fresh interpreter, as a DDP worker does."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from patchsim.harden.trainer import PATCHES_KEY, HardenTrainer
+
+    _white_source(tmp_path / "patches")
+    data = yaml.safe_load(small_detector_data.read_text())
+    data.update(path=str(small_detector_data.parent), **{PATCHES_KEY: str(tmp_path / "patches")})
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump(data))
+    from ultralytics.utils.dist import generate_ddp_file
+
+    trainer = HardenTrainer(overrides={"model": "start.pt", "data": str(tmp_path / "data.yaml"), "imgsz": 320,
+                                       "epochs": 1, "device": "cpu", "project": str(tmp_path), "name": "train"})
+    trainer.model = trainer.get_model(cfg="yolo11n.yaml", verbose=False)  # as YOLO.train() sets it before launching
+    launch = generate_ddp_file(trainer)
+    try:
+        script = open(launch).read()
+        assert "trainer.train()" in script  # Ultralytics' launch file as this test knows it
+        check = ("    import ultralytics.engine.trainer as trainer_mod\n"
+                 "    ds = trainer.build_dataset(trainer.data['train'], 'train', 4)\n"
+                 "    amp = trainer_mod.check_amp(trainer.model)\n"
+                 "    print('WORKER', type(ds).__name__, sorted(ds.patch_source.kinds), amp)\n")
+        (tmp_path / "worker.py").write_text(script.replace("    trainer.train()\n", check))
+        out = subprocess.run([sys.executable, str(tmp_path / "worker.py")], capture_output=True, text=True,
+                             timeout=300)
+    finally:
+        os.unlink(launch)
+        os.unlink(os.path.splitext(launch)[0] + ".pt")
+    assert out.returncode == 0, out.stderr[-3000:]
+    # the worker's training set pastes the patches, and Ultralytics' AMP check (which would download a model on a
+    # GPU; on the CPU it answers False) is patchsim's
+    assert "WORKER PatchedYOLODataset ['stop_sign'] True" in out.stdout, out.stdout[-2000:]
