@@ -102,7 +102,7 @@ def fine_tune(cfg: HardenDetectorConfig, start: str, data: dict, patches: Path |
     from patchsim.harden.trainer import PATCHES_KEY, _harden_trainer_class
     from patchsim.victims.detector import save_detector_checkpoint, save_ultralytics_checkpoint, trainable_detector
     from patchsim.victims.offline import ultralytics
-    from patchsim.victims.train_detector import AUGMENT, _patch_trainer, results_metrics
+    from patchsim.victims.train_detector import AUGMENT, results_metrics
 
     ultralytics()
     from ultralytics import YOLO
@@ -113,7 +113,6 @@ def fine_tune(cfg: HardenDetectorConfig, start: str, data: dict, patches: Path |
     round_data = {**data, **({PATCHES_KEY: str(patches.resolve())} if patches is not None else {})}
     data_yaml = write_text(folder / "data.yaml", yaml.safe_dump(round_data, sort_keys=False))
     shutil.rmtree(folder / "train", ignore_errors=True)  # a killed fine-tuning starts again
-    _patch_trainer()
     t0 = time.perf_counter()
     YOLO(str(start_pt)).train(
         trainer=_harden_trainer_class(), data=str(data_yaml), epochs=cfg.epochs_per_round, imgsz=cfg.imgsz,

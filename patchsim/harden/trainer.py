@@ -226,26 +226,21 @@ def _patched_dataset_class() -> type:
 
 @lru_cache(maxsize=1)
 def _harden_trainer_class() -> type:
-    # patchsim's Ultralytics settings (offline, no AMP check that downloads a model, all CPU cores) are applied
-    # wherever the class is made: also in a DDP worker, which unpickles it from Ultralytics' launch file and
-    # never runs the code that started the training
-    from patchsim.victims.offline import ultralytics
-    from patchsim.victims.train_detector import _patch_trainer
+    # a subclass of patchsim's trainer, so its Ultralytics settings hold also in a DDP worker
+    from patchsim.victims.train_detector import detection_trainer_class
 
-    ultralytics()
-    _patch_trainer()
-    from ultralytics.models.yolo.detect import DetectionTrainer
+    base = detection_trainer_class()
 
     def build_dataset(self, img_path, mode="train", batch=None):
-        ds = DetectionTrainer.build_dataset(self, img_path, mode, batch)
+        ds = base.build_dataset(self, img_path, mode, batch)
         folder = self.data.get(PATCHES_KEY)
         if mode == "train" and folder:
             adopt(ds, PatchSource.load(folder))
         return ds
 
-    return type("HardenTrainer", (DetectionTrainer,), {"__module__": __name__, "build_dataset": build_dataset,
-                                                       "__doc__": "Ultralytics' DetectionTrainer whose training "
-                                                                  "set pastes the patches named in the data YAML."})
+    return type("HardenTrainer", (base,), {"__module__": __name__, "build_dataset": build_dataset,
+                                           "__doc__": "patchsim's DetectionTrainer whose training set pastes the "
+                                                      "patches named in the data YAML."})
 
 
 def __getattr__(name: str):

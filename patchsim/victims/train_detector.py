@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -98,6 +99,31 @@ def _patch_trainer() -> None:
     torch_utils.NUM_THREADS = os.cpu_count() or 1
 
 
+@lru_cache(maxsize=1)
+def detection_trainer_class() -> type:
+    """Ultralytics' ``DetectionTrainer`` with patchsim's settings (offline, :func:`_patch_trainer`).
+
+    The settings are applied where the class is made, so they hold also in a DDP worker: Ultralytics'
+    multi-GPU launch file unpickles the trainer class in fresh processes, which find it here by name
+    (the module's ``__getattr__``) and never run the code that started the training.
+    """
+    from patchsim.victims.offline import ultralytics
+
+    ultralytics()
+    _patch_trainer()
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    return type("PatchsimDetectionTrainer", (DetectionTrainer,),
+                {"__module__": __name__, "__doc__": "Ultralytics' DetectionTrainer with patchsim's settings."})
+
+
+def __getattr__(name: str):
+    # made on first use: importing Ultralytics is slow and must follow patchsim's offline settings
+    if name == "PatchsimDetectionTrainer":
+        return detection_trainer_class()
+    raise AttributeError(name)
+
+
 def _finished(results_csv: Path, epochs: int) -> bool:
     """Whether an Ultralytics run logged its last epoch (a finished run cannot be resumed)."""
     if not results_csv.is_file():
@@ -122,7 +148,7 @@ def train_detector(cfg: DetectorTrainConfig, out_dir: str | Path) -> dict:
     write_text(resolved_data, yaml.safe_dump(data, sort_keys=False))
     arch = out / "model.yaml"
     write_text(arch, yaml.safe_dump(model_yaml(len(names), names, cfg.width, cfg.depth), sort_keys=False))
-    _patch_trainer()
+    trainer = detection_trainer_class()
     model = YOLO(str(arch), task="detect")
     t0 = time.perf_counter()
     args = dict(
@@ -137,9 +163,9 @@ def train_detector(cfg: DetectorTrainConfig, out_dir: str | Path) -> dict:
     last = out / "ultralytics" / "weights" / "last.pt"
     if cfg.resume and last.is_file() and not _finished(out / "ultralytics" / "results.csv", cfg.epochs):
         # Ultralytics restores model, optimiser, EMA and epoch from its own checkpoint
-        YOLO(str(last)).train(resume=True, workers=cfg.workers)
+        YOLO(str(last)).train(trainer=trainer, resume=True, workers=cfg.workers)
     else:
-        model.train(**args)
+        model.train(trainer=trainer, **args)
     seconds = time.perf_counter() - t0
     best = out / "ultralytics" / "weights" / "best.pt"
     trained = YOLO(str(best))
