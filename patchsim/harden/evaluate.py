@@ -197,6 +197,11 @@ def _pct(v) -> str:
     return "-" if v is None else f"{v:.0%}" if isinstance(v, float) else str(v)
 
 
+def _band_cell(band: dict) -> str:
+    """A distance band's held-out success, with the clean detection rate in brackets."""
+    return f"{_pct(band['heldout_success_rate'])} ({_pct(band['clean_detection_rate'])})"
+
+
 def _report_md(report: dict) -> str:
     b, h = report["baseline"], report["hardened"]
     rows = []
@@ -214,13 +219,10 @@ def _report_md(report: dict) -> str:
                      _pct(h["adaptive"][name]["heldout_success_rate"])))
     bands_b = b["adaptive"].get(report["headline_attack"], {}).get("heldout_by_distance_m") or {}
     bands_h = h["adaptive"].get(report["headline_attack"], {}).get("heldout_by_distance_m") or {}
-    def band_cell(x: dict) -> str:
-        return f"{_pct(x['heldout_success_rate'])} ({_pct(x['clean_detection_rate'])})"
-
     for band in bands_b if "map50" in b else ():
         if band in bands_h and bands_b[band].get("counted") and bands_h[band].get("counted"):
             rows.append((f"adaptive {report['headline_attack']} at {band} m: held-out success (clean detection)",
-                         band_cell(bands_b[band]), band_cell(bands_h[band])))
+                         _band_cell(bands_b[band]), _band_cell(bands_h[band])))
     for name, v in report["transfer"].items():
         rows.append((f"transfer: the baseline's {name} patch", _pct(b["adaptive"][name]["heldout_success_rate"]),
                      _pct(v)))

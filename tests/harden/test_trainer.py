@@ -119,6 +119,7 @@ def test_a_ddp_worker_rebuilds_the_trainer_with_its_patches_and_patchsims_settin
     import os
     import subprocess
     import sys
+    from pathlib import Path
 
     import yaml
 
@@ -137,7 +138,7 @@ def test_a_ddp_worker_rebuilds_the_trainer_with_its_patches_and_patchsims_settin
     trainer.model = trainer.get_model(cfg="yolo11n.yaml", verbose=False)  # as YOLO.train() sets it before launching
     launch = generate_ddp_file(trainer)
     try:
-        script = open(launch).read()
+        script = Path(launch).read_text()
         assert "trainer.train()" in script  # Ultralytics' launch file as this test knows it
         check = ("    import ultralytics.engine.trainer as trainer_mod\n"
                  "    ds = trainer.build_dataset(trainer.data['train'], 'train', 4)\n"
