@@ -57,6 +57,10 @@ class AttackConfig:
                                                "keep the one whose scores are furthest past the goal")
     score_floor: float = param(0.05, range=(1e-4, 0.5),
                                help="a hidden class's score needs no push below this (logit loss space)")
+    class_competition: bool = param(False, help="vanish, misclassify: the hidden class also counts as hidden where "
+                                                "another class outscores it on the same candidate (the decoding "
+                                                "keeps one class per box), so the loss may lift another class "
+                                                "instead of pushing the hidden one below the threshold")
     seed: int = param(0, range=(0, 2**31 - 1), help="fixes every sample and initialization")
     device: str = param("cpu", help="cpu, cuda or cuda:N")
     amp: bool = param(True, help="float16 autocast for the victim on CUDA")
@@ -73,6 +77,9 @@ class AttackConfig:
         if self.lr_schedule not in ("cosine", "constant"):
             raise FieldError("lr_schedule", "lr_schedule must be cosine or constant")
         check_device(self.device)
+        if self.class_competition and not getattr(GOALS[self.goal], "hides_source", False):
+            raise FieldError("class_competition", f"goal {self.goal!r} hides no class: class_competition applies to "
+                                                  "vanish and misclassify")
         if self.batch % self.eot.drive_frames:
             raise FieldError("eot.drive_frames", f"a batch of {self.batch} samples does not split into drives of "
                                                  f"{self.eot.drive_frames} frames: make batch a multiple of it")
@@ -102,7 +109,7 @@ class AttackConfig:
     def make_goal(self) -> Goal:
         """The goal object with this config's classes, direction, threshold and loss settings."""
         return make_goal(self.goal, self.source_class, self.target_class, self.steer_direction, self.conf_threshold,
-                         self.loss_space, self.score_floor, self.rollout)
+                         self.loss_space, self.score_floor, self.rollout, self.class_competition)
 
 
 def load_attack_config(path: str | Path | None) -> AttackConfig:

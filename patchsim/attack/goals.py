@@ -36,6 +36,7 @@ from patchsim.attack.losses import (
     SCORE_FLOOR,
     SPACES,
     best_near,
+    decision_logit,
     detected,
     drive_logit,
     logit,
@@ -205,13 +206,21 @@ class DetectorGoal(Goal):
     wants_target: ClassVar[bool] = False
 
     def __init__(self, source_class: str = "stop_sign", target_class: str | None = None, conf: float = 0.25,
-                 space: str = "logit", floor: float = SCORE_FLOOR):
+                 space: str = "logit", floor: float = SCORE_FLOOR, competition: bool = False):
         if space not in SPACES:
             raise ValueError(f"unknown loss space {space!r}; use one of {', '.join(SPACES)}")
         if self.wants_target and not target_class:
             raise ValueError(f"goal {self.name!r} needs a target class")
         self.source_class, self.target_class = source_class, target_class if self.wants_target else None
         self.conf, self.space, self.floor = conf, space, floor
+        self.competition = competition
+
+    def source_score(self, det, raw) -> torch.Tensor:
+        """(B, N) the hidden class's score per candidate: its probability, or with ``competition`` the
+        single-label decoding's verdict on it (:func:`~patchsim.attack.losses.decision_logit`), as a probability."""
+        if not self.competition:
+            return det.class_score(raw, self.source_class)
+        return torch.sigmoid(decision_logit(raw.scores, det.class_indices(self.source_class), self.conf))
 
     def check_victim(self, victim, spec: str) -> None:
         super().check_victim(victim, spec)
@@ -236,7 +245,7 @@ class DetectorGoal(Goal):
         near = near_candidates(raw.boxes_xyxy.detach(), target_boxes)
         loss = torch.zeros(raw.scores.shape[0], dtype=raw.scores.dtype, device=raw.scores.device)
         if self.hides_source:
-            p = best_near(det.class_score(raw, self.source_class), near)
+            p = best_near(self.source_score(det, raw), near)
             if drive is None:
                 loss = loss + down(p)
             else:
@@ -264,7 +273,7 @@ class DetectorGoal(Goal):
         near = near_candidates(raw.boxes_xyxy, boxes)
         out = torch.zeros(raw.scores.shape[0])
         if self.hides_source:
-            out -= logit(best_near(det.class_score(raw, self.source_class), near)).float().cpu()
+            out -= logit(best_near(self.source_score(det, raw), near)).float().cpu()
         if self.wants_target:
             out += logit(best_near(det.class_score(raw, self.target_class), near)).float().cpu()
         return out
@@ -402,14 +411,15 @@ GOALS: dict[str, type[Goal]] = {g.name: g for g in (Vanish, Misclassify, Appear,
 
 def make_goal(name: str, source_class: str = "stop_sign", target_class: str | None = None,
               steer_direction: str = "left", conf: float = 0.25, space: str = "logit",
-              floor: float = SCORE_FLOOR, rollout: RolloutConfig | None = None) -> Goal:
+              floor: float = SCORE_FLOOR, rollout: RolloutConfig | None = None, competition: bool = False) -> Goal:
     """The goal called ``name`` with its settings (``rollout``: a
-    :class:`~patchsim.attack.rollout.RolloutConfig`, for ``depart``)."""
+    :class:`~patchsim.attack.rollout.RolloutConfig`, for ``depart``; ``competition``: detector goals that hide
+    a class count it hidden where another class outscores it, see :mod:`patchsim.attack.losses`)."""
     if name not in GOALS:
         raise ValueError(f"unknown goal {name!r} (goals: {', '.join(GOALS)})")
     cls = GOALS[name]
     if issubclass(cls, DetectorGoal):
-        return cls(source_class, target_class, conf, space, floor)
+        return cls(source_class, target_class, conf, space, floor, competition)
     if cls is Depart:
         return cls(steer_direction, rollout)
     return cls(steer_direction)

@@ -23,6 +23,14 @@ the frames that still show the sign most clearly. The floor applies to the drive
 the sum of its frames' scores when they are small), so each of K frames is pushed to about
 floor / K. With one frame per drive it is the per-frame hinge.
 
+Class competition (``class_competition``): the decoding keeps one class per candidate box, its best
+(Ultralytics' single-label NMS, :meth:`~patchsim.victims.detector.YoloDetector.predict`), so a candidate
+shows the source class only where the source scores above the threshold *and* above every other
+class. :func:`decision_logit` is that test as one logit, ``min(z_s, logit(conf) + z_s - z_other)``:
+it equals ``logit(conf)`` exactly where the source ties with another class, and falls as another
+class overtakes it. Hiding the source on it lets the optimizer lift another class over the source
+where that is easier than pushing the source below the threshold.
+
 Lane-keeper goal ``steer``: minus the steering command towards the chosen side.
 """
 
@@ -93,6 +101,22 @@ def detected(dets: list[Detections], boxes: torch.Tensor, class_indices: list[in
         near = near_candidates(b[None], box[None].to(b), iou_min)[0]
         out.append(bool(near.any()))
     return torch.tensor(out)
+
+
+def decision_logit(scores: torch.Tensor, source: list[int], conf: float) -> torch.Tensor:
+    """(B, N) the logit of the source class as the single-label decoding decides it (see the module's docstring).
+
+    Args:
+        scores: (B, N, C) per-class probabilities. source: the source's model class indices. conf: the
+            detection threshold.
+    """
+    z = logit(scores)
+    z_source = z[..., source].amax(-1)
+    others = [c for c in range(scores.shape[-1]) if c not in source]
+    if not others:
+        return z_source
+    z_other = z[..., others].amax(-1)
+    return torch.minimum(z_source, logit(conf).to(z) + z_source - z_other)
 
 
 def drive_logit(p: torch.Tensor, drive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -136,6 +136,8 @@ def test_bad_attack_configs_fail_clearly(tmp_path):
          r"key 'eot.drive_frames': drives of 4 frames need scenes.frames_per_seed"),
         ("goal: appear\ntarget_class: speed_limit\nscenes:\n  frames_per_seed: 4\neot:\n  drive_frames: 4\n",
          r"goal 'appear' has no drive-level loss"),
+        ("goal: steer\nvictim: lanekeeper:pilotnet\nclass_competition: true\n",
+         r"bad.yaml:3: key 'class_competition': goal 'steer' hides no class"),
     ]
     for text, error in cases:
         bad.write_text(text)

@@ -4,14 +4,17 @@ import pytest
 import torch
 
 from patchsim.attack.goals import Misclassify, Vanish, make_goal
-from patchsim.attack.losses import SCORE_FLOOR, near_candidates
-from patchsim.victims.detector import RawDetections
+from patchsim.attack.losses import SCORE_FLOOR, decision_logit, logit, near_candidates
+from patchsim.victims.detector import RawDetections, YoloDetector
 
 
 class _TwoClassDetector:
     """A stand-in exposing only what the losses read: class scores by canonical name."""
 
     names = {0: "stop_sign", 1: "speed_limit"}
+
+    def class_indices(self, name: str) -> list[int]:
+        return [0 if name == "stop_sign" else 1]
 
     def class_score(self, raw: RawDetections, name: str) -> torch.Tensor:
         return raw.scores[..., 0 if name == "stop_sign" else 1]
@@ -60,6 +63,37 @@ def test_misclassify_pushes_source_down_and_target_up():
     assert raw.scores.grad[0, 0, 0] > 0 > raw.scores.grad[0, 0, 1]  # descent lowers stop, raises speed limit
     won = Misclassify("stop_sign", "speed_limit").loss_of(det, _raw([0.001, 0.0, 0.0], [0.99, 0.0, 0.0]), TARGET)
     assert won.item() < 0.25
+
+
+def test_the_decision_logit_says_where_the_decoding_shows_the_source_class():
+    g = torch.Generator().manual_seed(0)
+    n = 200  # under predict's max_det
+    scores = torch.rand(1, n, 3, generator=g) ** 2
+    x, y = (torch.arange(n) % 20) * 30.0, (torch.arange(n) // 20) * 30.0
+    boxes = torch.stack([x, y, x + 20, y + 20], -1)[None]  # disjoint boxes: the NMS removes none of them
+    decoder = type("Decoder", (), {"end2end": False})()
+    dets = YoloDetector.predict(decoder, None, conf=0.25, raw=RawDetections(boxes, scores))[0]
+    shown = torch.zeros(n, dtype=torch.bool)
+    mine = dets.boxes_xyxy[dets.classes == 0]
+    shown[(mine[:, 1] / 30 * 20 + mine[:, 0] / 30).long()] = True
+    z = decision_logit(scores, [0], 0.25)[0]
+    assert shown.any() and (~shown).any()
+    assert torch.equal(z > logit(0.25), shown)
+    tie = decision_logit(torch.tensor([[[0.6, 0.6, 0.1]]]), [0], 0.25)
+    assert tie.item() == pytest.approx(logit(0.25).item(), abs=1e-5)
+
+
+def test_class_competition_hides_a_sign_that_another_class_outscores():
+    det = _TwoClassDetector()
+    outscored = _raw([0.8, 0.0, 0.0], [0.999, 0.0, 0.0])  # the decoding shows a speed limit here, not a stop sign
+    assert Vanish().loss_of(det, outscored, TARGET).item() > 1.0
+    assert Vanish(competition=True).loss_of(det, outscored, TARGET).item() < 0.06
+    close = _raw([0.8, 0.0, 0.0], [0.6, 0.0, 0.0])
+    Vanish(competition=True).loss_of(det, close, TARGET).sum().backward()
+    assert close.scores.grad[0, 0, 0] > 0 > close.scores.grad[0, 0, 1]  # descent lowers stop, lifts its rival
+    alone = _raw([0.8, 0.0, 0.0], [0.0, 0.0, 0.0])  # no rival: the same loss as without competition
+    assert Vanish(competition=True).loss_of(det, alone, TARGET).item() == pytest.approx(
+        Vanish().loss_of(det, alone, TARGET).item(), rel=1e-5)
 
 
 def test_bad_goal_and_space_are_refused():
