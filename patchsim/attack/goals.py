@@ -224,6 +224,10 @@ class DetectorGoal(Goal):
 
     def check_victim(self, victim, spec: str) -> None:
         super().check_victim(victim, spec)
+        if self.competition and getattr(victim, "end2end", False):
+            raise ConfigError(f"class_competition follows a decoding that keeps one class per box; victim {spec!r} "
+                              "has an NMS-free head, whose decoding keeps every class that scores",
+                              key="class_competition")
         for key, name in (("source_class", self.source_class), ("target_class", self.target_class)):
             if name is not None:
                 try:

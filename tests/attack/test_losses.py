@@ -96,6 +96,16 @@ def test_class_competition_hides_a_sign_that_another_class_outscores():
         Vanish().loss_of(det, alone, TARGET).item(), rel=1e-5)
 
 
+def test_class_competition_is_refused_for_a_head_that_keeps_every_class():
+    from patchsim.errors import ConfigError
+
+    nms_free = _TwoClassDetector()
+    nms_free.end2end = True
+    with pytest.raises(ConfigError, match="NMS-free head"):
+        Vanish(competition=True).check_victim(nms_free, "yolo26n.pt")
+    Vanish().check_victim(nms_free, "yolo26n.pt")
+
+
 def test_bad_goal_and_space_are_refused():
     with pytest.raises(ValueError, match="unknown loss space 'linear'"):
         Vanish("stop_sign", space="linear")
