@@ -29,6 +29,19 @@ import numpy as np
 import torch
 
 
+def descend(victim, eot, bank, goal, params: dict, colours: torch.Tensor, mask: torch.Tensor,
+            opt: torch.optim.Optimizer) -> None:
+    """One Adam step of ``colours`` (3, h, w; a leaf, in [0, 1] after it) on the goal's loss over the views of
+    ``params``, the patch printed and rendered as the attack renders it."""
+    batch = eot.render(eot.printed(colours), mask, params, bank, printed=True)
+    loss = goal.loss(victim, batch).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        colours.clamp_(0, 1)
+
+
 def optimise_view(victim, eot, bank, goal, params: dict, colours: torch.Tensor, mask: torch.Tensor,
                   steps: int, lr: float) -> tuple[bool, bool, float, float]:
     """(cleared before, cleared after, the source's best nearby score before, after) for ``colours`` optimized
@@ -47,13 +60,7 @@ def optimise_view(victim, eot, bank, goal, params: dict, colours: torch.Tensor, 
     opt = torch.optim.Adam([c], lr=lr)
     hit_before, before = score(c.detach())
     for step in range(steps):
-        batch = eot.render(eot.printed(c), mask, params, bank, printed=True)
-        loss = goal.loss(victim, batch).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            c.clamp_(0, 1)
+        descend(victim, eot, bank, goal, params, c, mask, opt)
         if step % 10 == 9 and not score(c.detach())[0]:
             break
     hit, after = score(c.detach())
@@ -83,13 +90,7 @@ def optimise_joint(victim, eot, bank, goal, params: dict, colours: torch.Tensor,
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     for step in range(steps):
         part = order[(step * batch + torch.arange(batch)) % n].tolist()
-        b = eot.render(eot.printed(c), mask, select(params, part), bank, printed=True)
-        loss = goal.loss(victim, b).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            c.clamp_(0, 1)
+        descend(victim, eot, bank, goal, select(params, part), c, mask, opt)
         if step % 25 == 24 or step == steps - 1:
             now = cleared(c.detach())
             if sum(now) > sum(best):
