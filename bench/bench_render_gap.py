@@ -1,6 +1,7 @@
 """Does the attack's compositing see what the simulator renders? A patch on the drive's own frames, both ways.
 
     python bench/bench_render_gap.py --sweep SWEEP_DIR [--min-distance-m 10] [--max-distance-m 20] [--every 3]
+                                    [--filters bilinear,footprint]
 
 An attack never renders its patch in 3D: it warps the patch onto clean frames of its scene bank and
 lights it with the shading of a grey patch rendered in the same place (``patchsim.eot``). The
@@ -8,13 +9,13 @@ closed loop puts the patch on the sign's texture and renders the scene. This ben
 held-out sweep with a sign patch (``patchsim scenario sweep ... --patch RUN --out SWEEP_DIR``) and
 replays each patched drive's frames at ``--min-distance-m`` to ``--max-distance-m`` from the sign
 (every ``--every``-th one): same condition, seed and pose. For each it renders the frame clean, with
-a grey patch (the shading) and with the patch, composites the patch onto the clean frame the way the
-attack does (homography warp of the patch, times the shading, blended by its alpha; none of the
-EOT's random camera, print or light draws), and runs the sweep's victim on all three.
+a grey patch (the shading) and with the patch, composites the patch onto the clean frame with the
+EOT's ops (homography warp, read with each of ``--filters``, times the shading, blended by its
+alpha; none of the EOT's random camera, print or light draws), and runs the sweep's victim on all.
 
 Prints one JSON object: the frames, the share of them with a stop-sign detection at the planner's
-threshold (as the sweep recorded it, re-rendered, composited, clean), how often
-the re-rendered and the composited frame agree on that, and the mean absolute pixel difference
+threshold (as the sweep recorded it, re-rendered, clean, and per filter composited), per filter how
+often the composited and the re-rendered frame agree on that, and the mean absolute pixel difference
 between them over the patch's pixels.
 """
 
@@ -30,19 +31,28 @@ import numpy as np
 import torch
 
 
-def composite(clean: np.ndarray, shade: np.ndarray, rgba: np.ndarray, corners_px: np.ndarray) -> tuple[np.ndarray,
-                                                                                                     np.ndarray]:
-    """The attack's model of a patch in a frame: ``rgba`` (h, w, 4) in [0, 1] warped onto ``corners_px`` (4, 2;
-    the slot's top-left, top-right, bottom-right, bottom-left), lit by ``shade`` (H, W, 3; the grey render over
-    the grey level), over ``clean`` (H, W, 3) uint8. Returns the uint8 frame and the warped alpha (H, W)."""
-    import cv2
+def composite(clean: np.ndarray, shade: np.ndarray, rgba: np.ndarray, corners_px: np.ndarray,
+              patch_filter: str) -> tuple[np.ndarray, np.ndarray]:
+    """The attack's model of a patch in a frame, with the EOT's own ops: ``rgba`` (h, w, 4) in [0, 1] warped
+    onto ``corners_px`` (4, 2; the slot's top-left, top-right, bottom-right, bottom-left) and read as
+    ``patch_filter`` says (``bilinear`` or ``footprint``, :class:`~patchsim.eot.pipeline.EOTConfig`), lit by
+    ``shade`` (H, W, 3; the grey render over the grey level), over ``clean`` (H, W, 3) uint8. Returns the uint8
+    frame and the warped alpha (H, W)."""
+    from patchsim.eot import ops
 
     h, w = rgba.shape[:2]
-    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
-    homography = cv2.getPerspectiveTransform(src, corners_px.astype(np.float32))
-    warped = cv2.warpPerspective(rgba, homography, (clean.shape[1], clean.shape[0]), flags=cv2.INTER_LINEAR)
-    alpha = warped[..., 3:4]
-    out = clean.astype(np.float32) / 255.0 * (1 - alpha) + shade * warped[..., :3] * alpha
+    H = ops.quad_homography((w, h), torch.from_numpy(corners_px.astype(np.float64))[None])
+    grid = ops.patch_grid(H, torch.arange(clean.shape[1])[None], torch.arange(clean.shape[0])[None], (h, w))
+    patch = torch.from_numpy(rgba.astype(np.float64)).permute(2, 0, 1)[None]
+    alpha_patch = patch[:, 3:]
+    if patch_filter == "footprint":  # premultiplied, as the EOT reads it
+        alpha = ops.sample_patch_footprint(alpha_patch, grid)
+        colour = ops.sample_patch_footprint(patch[:, :3] * alpha_patch, grid) / alpha.clamp(min=1e-3)
+    else:
+        alpha, colour = ops.sample_patch(alpha_patch, grid), ops.sample_patch(patch[:, :3], grid)
+    alpha = alpha[0].permute(1, 2, 0).numpy()
+    colour = colour[0].permute(1, 2, 0).numpy()
+    out = clean.astype(np.float64) / 255.0 * (1 - alpha) + shade * colour * alpha
     return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8), alpha[..., 0]
 
 
@@ -52,6 +62,7 @@ def main() -> None:
     ap.add_argument("--min-distance-m", type=float, default=10.0)
     ap.add_argument("--max-distance-m", type=float, default=20.0)
     ap.add_argument("--every", type=int, default=3, help="replay every n-th frame in the distance range")
+    ap.add_argument("--filters", default="bilinear,footprint", help="the EOT's patch filters to composite with")
     args = ap.parse_args()
     torch.set_num_threads(2)
 
@@ -75,6 +86,10 @@ def main() -> None:
     grey = np.zeros((64, 64, 4), np.float32)
     grey[..., :3], grey[..., 3] = GREY, 1.0
 
+    filters = args.filters.split(",")
+    unknown = sorted(set(filters) - {"bilinear", "footprint"})
+    if unknown:
+        raise SystemExit(f"--filters: unknown filter(s) {', '.join(unknown)} (bilinear, footprint)")
     rows, t0 = [], time.perf_counter()
     with EmbeddedSimulator(labels=False) as sim:
         for e in episodes:
@@ -90,21 +105,25 @@ def main() -> None:
                 shade = sim.observe(labels=False).image.astype(np.float32) / 255.0 / GREY
                 sim.set_patch(patch.slot, patch.rgba)
                 rendered = sim.observe(labels=False).image
-                comp, alpha = composite(clean.image, shade, patch.rgba.astype(np.float32) / 255.0,
-                                        clean.slots[patch.slot].corners_px)
-                scores = [best_of(detect(victim, image_tensor(im), min_score), stop)[0]
-                          for im in (rendered, comp, clean.image)]
-                on = alpha > 0.5
-                diff = float(np.abs(rendered.astype(np.float32) - comp)[on].mean()) if on.any() else 0.0
-                rows.append((f["stop_score"] >= min_score, *(s >= min_score for s in scores), diff))
+                comps = [composite(clean.image, shade, patch.rgba / 255.0, clean.slots[patch.slot].corners_px, name)
+                         for name in filters]
+                on = comps[0][1] > 0.5
+                scores = [best_of(detect(victim, image_tensor(im), min_score), stop)[0] >= min_score
+                          for im in (rendered, clean.image, *(c for c, _ in comps))]
+                diffs = [float(np.abs(rendered.astype(np.float32) - c)[on].mean()) if on.any() else 0.0
+                         for c, _ in comps]
+                rows.append((f["stop_score"] >= min_score, *scores, *diffs))
     r = np.array(rows, dtype=np.float64)
+    k = len(filters)
     print(json.dumps({
         "sweep": args.sweep, "patch": first["patch"], "victim": first["victim"],
         "distance_m": [args.min_distance_m, args.max_distance_m], "frames": len(rows),
         "detected": {"recorded": round(float(r[:, 0].mean()), 3), "rendered": round(float(r[:, 1].mean()), 3),
-                     "composited": round(float(r[:, 2].mean()), 3), "clean": round(float(r[:, 3].mean()), 3)},
-        "rendered_and_composited_agree": round(float((r[:, 1] == r[:, 2]).mean()), 3),
-        "mean_abs_diff_on_patch_0_255": round(float(r[:, 4].mean()), 2),
+                     "clean": round(float(r[:, 2].mean()), 3)},
+        "composited": {name: {"detected": round(float(r[:, 3 + i].mean()), 3),
+                              "agrees_with_rendered": round(float((r[:, 3 + i] == r[:, 1]).mean()), 3),
+                              "mean_abs_diff_on_patch_0_255": round(float(r[:, 3 + k + i].mean()), 2)}
+                       for i, name in enumerate(filters)},
         "wall_s": round(time.perf_counter() - t0, 1)}, indent=1))
 
 

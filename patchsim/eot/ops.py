@@ -68,6 +68,42 @@ def sample_patch(patch: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(patch.to(grid.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def sample_patch_footprint(patch: torch.Tensor, grid: torch.Tensor, levels: int = 6) -> torch.Tensor:
+    """(B, C, S_h, S_w): ``patch`` (B or 1, C, h, w) read at ``grid`` (from :func:`patch_grid`), each window
+    pixel averaging the patch over its footprint, zero outside the patch.
+
+    Trilinear mipmapping, as a renderer filters a texture: level k is the patch area-averaged down by 2**k;
+    each pixel reads the two levels around log2 of its footprint (the longer of the patch-pixel steps one
+    window pixel right and one down) and blends them. Where the patch is magnified this is bilinear
+    (:func:`sample_patch`); where it is shrunk, a pixel no longer sees only the few texels nearest its
+    centre (aliasing a camera does not have, since it integrates light over the pixel).
+    """
+    b = grid.shape[0]
+    if patch.shape[0] == 1 and b > 1:
+        patch = patch.expand(b, -1, -1, -1)
+    h, w = patch.shape[-2:]
+    with torch.no_grad():
+        u, v = grid[..., 0] * (w / 2), grid[..., 1] * (h / 2)
+
+        def step(t: torch.Tensor, dim: int) -> torch.Tensor:  # forward difference, the last one repeated
+            d = t.diff(dim=dim)
+            return torch.cat([d, d.narrow(dim, d.shape[dim] - 1, 1)], dim) if d.shape[dim] else torch.zeros_like(t)
+
+        footprint = torch.maximum(torch.hypot(step(u, 2), step(v, 2)), torch.hypot(step(u, 1), step(v, 1)))
+        lod = torch.log2(footprint.clamp(min=1.0)).clamp(max=levels - 1)
+    level = patch.to(grid.dtype)
+    out = None
+    for k in range(levels):
+        if k:
+            level = F.adaptive_avg_pool2d(level, (max(1, math.ceil(h / 2 ** k)), max(1, math.ceil(w / 2 ** k))))
+        weight = (1 - (lod - k).abs()).clamp(min=0)
+        if not bool(weight.any()):
+            continue
+        part = weight[:, None] * F.grid_sample(level, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = part if out is None else out + part
+    return out
+
+
 def blend(region: torch.Tensor, light: torch.Tensor, warped: torch.Tensor | None, cover: torch.Tensor,
            occ_colour: torch.Tensor) -> torch.Tensor:
     """Patch (lit by ``light``) and occluder over ``region``; all (B, ., S, S) and aligned.

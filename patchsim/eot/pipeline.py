@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from patchsim.config import param
+from patchsim.config import FieldError, param
 from patchsim.eot import ops
 from patchsim.eot.printer import PrinterProfile
 from patchsim.eot.scenes import SceneBank
@@ -65,6 +65,13 @@ class EOTConfig:
     blur: Blur = param(default_factory=Blur)
     noise: SensorNoise = param(default_factory=SensorNoise)
     compression: Compression = param(default_factory=Compression)
+    patch_filter: str = param("bilinear", help="how the image reads the patch: bilinear (the few texels nearest "
+                                               "each pixel) or footprint (each pixel averages the patch over its "
+                                               "footprint, as a renderer's mipmaps and a camera's pixels do)")
+
+    def __post_init__(self) -> None:
+        if self.patch_filter not in ("bilinear", "footprint"):
+            raise FieldError("patch_filter", f"patch_filter must be bilinear or footprint, not {self.patch_filter!r}")
 
 
 @dataclass
@@ -307,7 +314,8 @@ class EOT:
             # nothing to differentiate, the slot fills much of the frame, or the window cannot align
             # with the frame's JPEG blocks: one pass over everything
             ys, xs = _pixels(roi.origin[:, 1], roi.h, out_h), _pixels(roi.origin[:, 0], roi.w, out_w)
-            warped, cover, shade = self._slot_layer(seen, cover, layout.H, ys, xs, slot_hw, bank, scene, origin)
+            warped, cover, shade = self._slot_layer(seen, cover, layout.H, ys, xs, slot_hw, bank, scene, origin,
+                                                          self.cfg.patch_filter)
             images, pivot = self._clean_frames(params, bank, device)
             composed = _paste(images, ops.blend(_window(images, roi), shade, warped, cover, occ_col), roi.origin)
             images = self._camera(composed, params, pivot)
@@ -329,7 +337,8 @@ class EOT:
             r = ops.BLUR_RADIUS_PX
             ys = _pixels(roi.origin[:, 1], roi.h, out_h, context=r)
             xs = _pixels(roi.origin[:, 0], roi.w, out_w, context=r)
-            warped, cover, shade = self._slot_layer(seen, cover, layout.H, ys, xs, slot_hw, bank, scene, origin)
+            warped, cover, shade = self._slot_layer(seen, cover, layout.H, ys, xs, slot_hw, bank, scene, origin,
+                                                          self.cfg.patch_filter)
             region = _gather(bank.images, scene, ys + origin[:, 1:2], xs + origin[:, 0:1]).to(
                 device=device, dtype=torch.float32).div_(255.0)
             roi_out = camera_window(self.cfg, warped, region, shade, cover, occ_col, params, background.pivot,
@@ -393,14 +402,26 @@ class EOT:
     @staticmethod
     def _slot_layer(seen: torch.Tensor | None, cover: torch.Tensor, H: torch.Tensor, ys: torch.Tensor,
                     xs: torch.Tensor, slot_hw: tuple[int, int], bank: SceneBank, scene: torch.Tensor,
-                    origin: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+                    origin: torch.Tensor, patch_filter: str = "bilinear"
+                    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """The patch's colours (B, 3, h, w) (None without a patch), its and the occluder's coverage (B, 2, h, w)
         and the slot's light (B, 3, h, w) at the window pixels ``ys`` (B, h) and ``xs`` (B, w) (of the frame or
-        crop window whose top-left is at ``origin`` (B, 2) in the bank's frames)."""
+        crop window whose top-left is at ``origin`` (B, 2) in the bank's frames), read as ``patch_filter``
+        (:class:`EOTConfig`) says."""
         grid = ops.patch_grid(H, xs, ys, slot_hw)
         # colours and coverage warped apart: only the colours carry gradients
-        warped = ops.sample_patch(seen, grid) if seen is not None else None
-        cover = ops.sample_patch(cover, grid)
+        if patch_filter == "footprint":
+            # colours averaged with their coverage (premultiplied), so a pixel over a sticker's edge mixes the
+            # sticker with the face around it, not with the transparent texels outside it
+            covered = ops.sample_patch_footprint(cover, grid)
+            warped = None
+            if seen is not None:
+                premultiplied = ops.sample_patch_footprint(seen * cover[:, :1], grid)
+                warped = premultiplied / covered[:, :1].clamp(min=1e-3)
+            cover = covered
+        else:
+            warped = ops.sample_patch(seen, grid) if seen is not None else None
+            cover = ops.sample_patch(cover, grid)
         shade = _gather(bank.shade, scene, ys + origin[:, 1:2], xs + origin[:, 0:1]).to(device=cover.device,
                                                                                         dtype=torch.float32)
         return warped, cover, shade

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from patchsim.config import FieldError
 from patchsim.eot import ops
 from patchsim.eot.pipeline import EOT, EOTConfig
 from patchsim.eot.scenes import SceneBank
@@ -443,3 +444,38 @@ def test_samples_drawn_in_drives_keep_each_drive_whole_through_the_pool():
         assert torch.equal(batch.drive, p["drive"])
         batch.images.sum().backward()
     assert eot.render(None, None, EOT(_identity_cfg()).sample(bank, 2, torch.Generator()), bank).drive is None
+
+
+def test_footprint_sampling_is_bilinear_on_a_magnified_patch_and_averages_a_shrunk_one():
+    """Where a pixel spans under one texel the footprint read is the bilinear one; over a 3.6x shrunk
+    one-texel checkerboard each pixel sees the average grey, where bilinear reads alias to the cells."""
+    corners = torch.tensor([[[60.0, 30.0], [150.0, 40.0], [140.0, 120.0], [70.0, 110.0]]], dtype=torch.float64)
+    patch = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    grid = ops.patch_grid(ops.quad_homography((40, 40), corners), torch.arange(200)[None], torch.arange(160)[None],
+                          (40, 40))
+    assert torch.allclose(ops.sample_patch_footprint(patch, grid), ops.sample_patch(patch, grid), atol=1e-9)
+
+    checker = ((torch.arange(64)[:, None] + torch.arange(64)[None]) % 2).double()[None, None].expand(1, 3, 64, 64)
+    square = torch.tensor([[[20.0, 20.0], [38.0, 20.0], [38.0, 38.0], [20.0, 38.0]]], dtype=torch.float64)
+    grid = ops.patch_grid(ops.quad_homography((64, 64), square), torch.arange(22, 36)[None],
+                          torch.arange(22, 36)[None], (64, 64))
+    footprint, bilinear = ops.sample_patch_footprint(checker, grid), ops.sample_patch(checker, grid)
+    assert (footprint - 0.5).abs().max() < 0.05
+    assert (bilinear - 0.5).abs().max() > 0.3
+
+
+def test_footprint_filter_keeps_the_window_equal_to_the_full_pass_and_is_checked():
+    bank = _bank()
+    eot = EOT(_identity_cfg(**STRONG, crop_px=160, patch_filter="footprint"))
+    params = eot.sample(bank, 3, torch.Generator().manual_seed(11))
+    colours = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(12))
+    mask = (torch.rand(1, 24, 24, generator=torch.Generator().manual_seed(13)) > 0.5).float()
+    with torch.no_grad():
+        exact = eot.render(colours, mask, params, bank).images
+    leaf = colours.clone().requires_grad_(True)
+    split = eot.render(leaf, mask, params, bank).images
+    assert torch.allclose(split, exact, atol=1e-5)
+    split.sum().backward()
+    assert leaf.grad is not None and bool(leaf.grad.abs().sum() > 0)
+    with pytest.raises(FieldError, match="patch_filter"):
+        EOTConfig(patch_filter="nearest")
