@@ -315,7 +315,7 @@ class EOT:
             # with the frame's JPEG blocks: one pass over everything
             ys, xs = _pixels(roi.origin[:, 1], roi.h, out_h), _pixels(roi.origin[:, 0], roi.w, out_w)
             warped, cover, shade = self._slot_layer(seen, cover, layout.H, ys, xs, slot_hw, bank, scene, origin,
-                                                          self.cfg.patch_filter)
+                                                    self.cfg.patch_filter)
             images, pivot = self._clean_frames(params, bank, device)
             composed = _paste(images, ops.blend(_window(images, roi), shade, warped, cover, occ_col), roi.origin)
             images = self._camera(composed, params, pivot)
@@ -338,7 +338,7 @@ class EOT:
             ys = _pixels(roi.origin[:, 1], roi.h, out_h, context=r)
             xs = _pixels(roi.origin[:, 0], roi.w, out_w, context=r)
             warped, cover, shade = self._slot_layer(seen, cover, layout.H, ys, xs, slot_hw, bank, scene, origin,
-                                                          self.cfg.patch_filter)
+                                                    self.cfg.patch_filter)
             region = _gather(bank.images, scene, ys + origin[:, 1:2], xs + origin[:, 0:1]).to(
                 device=device, dtype=torch.float32).div_(255.0)
             roi_out = camera_window(self.cfg, warped, region, shade, cover, occ_col, params, background.pivot,
