@@ -44,12 +44,7 @@ def composite(clean: np.ndarray, shade: np.ndarray, rgba: np.ndarray, corners_px
     H = ops.quad_homography((w, h), torch.from_numpy(corners_px.astype(np.float64))[None])
     grid = ops.patch_grid(H, torch.arange(clean.shape[1])[None], torch.arange(clean.shape[0])[None], (h, w))
     patch = torch.from_numpy(rgba.astype(np.float64)).permute(2, 0, 1)[None]
-    alpha_patch = patch[:, 3:]
-    if patch_filter == "footprint":  # premultiplied, as the EOT reads it
-        alpha = ops.sample_patch_footprint(alpha_patch, grid)
-        colour = ops.sample_patch_footprint(patch[:, :3] * alpha_patch, grid) / alpha.clamp(min=1e-3)
-    else:
-        alpha, colour = ops.sample_patch(alpha_patch, grid), ops.sample_patch(patch[:, :3], grid)
+    colour, alpha = ops.read_patch(patch[:, :3], patch[:, 3:], grid, patch_filter)
     alpha = alpha[0].permute(1, 2, 0).numpy()
     colour = colour[0].permute(1, 2, 0).numpy()
     out = clean.astype(np.float64) / 255.0 * (1 - alpha) + shade * colour * alpha

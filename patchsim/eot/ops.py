@@ -104,6 +104,24 @@ def sample_patch_footprint(patch: torch.Tensor, grid: torch.Tensor, levels: int 
     return out
 
 
+def read_patch(colours: torch.Tensor | None, cover: torch.Tensor, grid: torch.Tensor,
+               patch_filter: str = "bilinear") -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The patch's colours (B or 1, C, h, w; None: no patch) and coverage (B or 1, K, h, w; channel 0 the
+    patch's own) read at ``grid`` (from :func:`patch_grid`) as ``patch_filter`` says
+    (:class:`~patchsim.eot.pipeline.EOTConfig`): ``bilinear`` (:func:`sample_patch`) or ``footprint``
+    (:func:`sample_patch_footprint`). Returns them (B, C, S_h, S_w) and (B, K, S_h, S_w).
+
+    With ``footprint`` the colours are averaged with their coverage (premultiplied), so a pixel over a
+    sticker's edge mixes the sticker with what lies around it, not with the transparent texels outside it.
+    """
+    if patch_filter == "footprint":
+        covered = sample_patch_footprint(cover, grid)
+        if colours is None:
+            return None, covered
+        return sample_patch_footprint(colours * cover[:, :1], grid) / covered[:, :1].clamp(min=1e-3), covered
+    return (sample_patch(colours, grid) if colours is not None else None), sample_patch(cover, grid)
+
+
 def blend(region: torch.Tensor, light: torch.Tensor, warped: torch.Tensor | None, cover: torch.Tensor,
            occ_colour: torch.Tensor) -> torch.Tensor:
     """Patch (lit by ``light``) and occluder over ``region``; all (B, ., S, S) and aligned.

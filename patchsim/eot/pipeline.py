@@ -410,18 +410,7 @@ class EOT:
         (:class:`EOTConfig`) says."""
         grid = ops.patch_grid(H, xs, ys, slot_hw)
         # colours and coverage warped apart: only the colours carry gradients
-        if patch_filter == "footprint":
-            # colours averaged with their coverage (premultiplied), so a pixel over a sticker's edge mixes the
-            # sticker with the face around it, not with the transparent texels outside it
-            covered = ops.sample_patch_footprint(cover, grid)
-            warped = None
-            if seen is not None:
-                premultiplied = ops.sample_patch_footprint(seen * cover[:, :1], grid)
-                warped = premultiplied / covered[:, :1].clamp(min=1e-3)
-            cover = covered
-        else:
-            warped = ops.sample_patch(seen, grid) if seen is not None else None
-            cover = ops.sample_patch(cover, grid)
+        warped, cover = ops.read_patch(seen, cover, grid, patch_filter)
         shade = _gather(bank.shade, scene, ys + origin[:, 1:2], xs + origin[:, 0:1]).to(device=cover.device,
                                                                                         dtype=torch.float32)
         return warped, cover, shade
