@@ -91,7 +91,7 @@ def soak_attack(out: Path, kills: int, rng: random.Random) -> dict:
     cfg.eot.background_pool, cfg.eot.background_reuse = 4, 2.0
     cfg.batch, cfg.steps, cfg.eval_every, cfg.checkpoint_every = 2, 400, 50, 2
     cfg.eval_samples, cfg.final_samples, cfg.mask_search_steps = 4, 8, 4
-    cfg.time_budget_s = None
+    cfg.time_budget_s, cfg.plateau_evals, cfg.closed_loop_seeds = None, None, 0
     cfg_file = out / "soak_attack.yaml"
     cfg_file.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     whole, killed = out / "attack_whole", out / "attack_killed"

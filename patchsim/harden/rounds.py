@@ -11,12 +11,14 @@ from patchsim.errors import CheckpointError
 
 def attack_config_for(name: str, victim: str, seed: int, **overrides):
     """Attack ``name`` (a shipped name or a file) aimed at ``victim`` with ``overrides``, checked like a YAML
-    file; no closed-loop drives (the hardening and its evaluation drive separately)."""
+    file; every step it is given (no plateau stop: an adaptive attack gets its whole budget) and no
+    closed-loop drives (the hardening and its evaluation drive separately)."""
     from patchsim.attack.config import AttackConfig, load_attack_config
 
     base = load_attack_config(name)
-    return from_dict(AttackConfig, {**to_dict(base), "victim": str(victim), "seed": seed, "closed_loop_seeds": 0,
-                                    "closed_loop_candidates": 1, **overrides}, f"{name} (hardening)")
+    fixed = {"victim": str(victim), "seed": seed, "closed_loop_seeds": 0, "closed_loop_candidates": 1,
+             "plateau_evals": None}
+    return from_dict(AttackConfig, {**to_dict(base), **fixed, **overrides}, f"{name} (hardening)")
 
 
 def check_attacks(made: list[tuple[str, object]], victim_kind: str) -> dict[str, tuple[str, object]]:

@@ -30,7 +30,7 @@ def small_sticker_attack(tmp_path_factory, near_stop_scenario) -> Path:
         cfg[bank].update(scenario=str(near_stop_scenario), distance_m=[6.0, 30.0], frames=16, frames_per_seed=4)
     cfg["eot"].update(crop_px=160, background_pool=16, background_reuse=4.0)
     cfg.update(name="small_stickers", batch=8, steps=30, eval_every=10, checkpoint_every=10, eval_samples=24,
-               final_samples=64, mask_search_steps=10, time_budget_s=None)
+               final_samples=64, mask_search_steps=10, time_budget_s=None, plateau_evals=None, closed_loop_seeds=0)
     path = tmp_path_factory.mktemp("attacks") / "small_stickers.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

@@ -1,5 +1,5 @@
 """Hardening, small: one round of attack-then-train makes the detector harder to attack afresh, and the
-evaluation reports what the issue asks for."""
+evaluation reports the baseline and the hardened model side by side."""
 
 from __future__ import annotations
 
