@@ -24,7 +24,8 @@ def _tiny(victim: str = "detector:default"):
     cfg.eot.background_pool, cfg.eot.background_reuse = 4, 2.0  # a new pool every 4 steps: resume crosses pools
     cfg.batch, cfg.steps, cfg.eval_every, cfg.checkpoint_every = 2, 10, 5, 2
     cfg.eval_samples, cfg.final_samples, cfg.mask_search_steps = 2, 4, 2
-    cfg.time_budget_s, cfg.plateau_evals, cfg.closed_loop_seeds = None, None, 0
+    cfg.time_budget_s, cfg.plateau_evals = None, None
+    cfg.closed_loop_seeds, cfg.closed_loop_candidates = 0, 1
     return cfg
 
 
