@@ -17,7 +17,7 @@ Run directory::
 
     OUT/attacks/{baseline,hardened}/NAME/   the adaptive attack runs (resumable)
     OUT/closed_loop/{baseline,hardened}/    the held-out sweeps
-    OUT/report.json, OUT/report.md
+    OUT/report.json, OUT/report.md, OUT/report.png
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ def attacker_network_success(cfg: HardenEvalConfig, name: str, victim_spec: str,
 
 
 def evaluate_hardening(cfg: HardenEvalConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    """Measure both models as the module says; write ``report.json`` and ``report.md``. Returns the report."""
+    """Measure both models as the module says; write ``report.json``, ``report.md`` and ``report.png``. Returns
+    the report."""
     from patchsim.closedloop.sweep import load_sweep
     from patchsim.errors import ConfigError
 
@@ -152,6 +153,7 @@ def evaluate_hardening(cfg: HardenEvalConfig, out_dir: str | Path, progress: boo
         report["wall_s"] = round(time.perf_counter() - t0, 1)
         write_json(out / "report.json", report)
         write_text(out / "report.md", _report_md(report))
+        plot_report(out / "report.png", report)
     return report
 
 
@@ -247,3 +249,55 @@ def _report_md(report: dict) -> str:
              "| measure | baseline | hardened |", "|---|---|---|"]
     lines += [f"| {a} | {x} | {y} |" for a, x, y in rows]
     return "\n".join(lines) + "\n"
+
+
+def plot_report(path: Path, report: dict) -> None:
+    """Baseline and hardened side by side: each adaptive attack's held-out success (and the transfer of the
+    baseline's patch); the headline attack's success by distance band; the closed-loop rates."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from patchsim.runs import atomic_path
+
+    b, h, headline = report["baseline"], report["hardened"], report["headline_attack"]
+    bands_b = b["adaptive"].get(headline, {}).get("heldout_by_distance_m") or {}
+    bands_h = h["adaptive"].get(headline, {}).get("heldout_by_distance_m") or {}
+    bands = [k for k in bands_b if bands_b[k].get("counted") and bands_h.get(k, {}).get("counted")]
+    loop = [(k, label) for k, label in (("closed_loop_stop_rate", "stopped, own patch"),
+                                        ("clean_closed_loop_stop_rate", "stopped, clean"),
+                                        ("adaptive_departure_rate", "departures, own marking"),
+                                        ("clean_departure_rate", "departures, clean")) if k in b and k in h]
+    panels = 1 + bool(bands) + bool(loop)
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), squeeze=False)
+    axes = list(axes[0])
+
+    def bars(ax, labels: list[str], base: list[float], hard: list[float], title: str, ylabel: str) -> None:
+        x = np.arange(len(labels))
+        ax.bar(x - 0.2, base, 0.4, label="baseline")
+        ax.bar(x + 0.2, hard, 0.4, label="hardened")
+        ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=7)
+        ax.set_ylim(0, 1.25)
+        ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.legend(fontsize=7, ncol=2, loc="upper center")
+
+    names = list(b["adaptive"])
+    labels = [f"{n} (adaptive)" for n in names] + [f"{n} (baseline's patch)" for n in report["transfer"]]
+    base = [b["adaptive"][n]["heldout_success_rate"] for n in names] + [
+        b["adaptive"][n]["heldout_success_rate"] for n in report["transfer"]]
+    hard = [h["adaptive"][n]["heldout_success_rate"] for n in names] + list(report["transfer"].values())
+    bars(axes.pop(0), labels, base, hard, "fresh attacks, held-out success", "success")
+    if bands:
+        bars(axes.pop(0), [f"{k} m" for k in bands],
+             [bands_b[k]["heldout_success_rate"] for k in bands], [bands_h[k]["heldout_success_rate"] for k in bands],
+             f"{headline} by distance", "success")
+    if loop:
+        bars(axes.pop(0), [label for _, label in loop], [b[k] for k, _ in loop], [h[k] for k, _ in loop],
+             f"held-out sweep, own adaptive {headline}", "share of episodes")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

@@ -46,6 +46,7 @@ def test_a_hardened_detector_falls_less_to_a_fresh_attack_than_its_baseline(smal
     assert h < b, json.dumps(ev, indent=1)  # and less on the hardened model, though made afresh against it
     assert "small_poster" in ev["transfer"] and ev["headline_attack"] == "small_poster"
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["hardened"]["map50"] == hard["map50"]
+    assert (tmp_path / "eval" / "report.png").stat().st_size > 1000
 
 
 def test_a_run_resumes_after_its_last_finished_round_and_refuses_other_settings(small_detector_data,
