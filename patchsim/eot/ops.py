@@ -77,6 +77,10 @@ def sample_patch_footprint(patch: torch.Tensor, grid: torch.Tensor, levels: int 
     window pixel right and one down) and blends them. Where the patch is magnified this is bilinear
     (:func:`sample_patch`); where it is shrunk, a pixel no longer sees only the few texels nearest its
     centre (aliasing a camera does not have, since it integrates light over the pixel).
+
+    Written here because kornia (0.9) has no footprint-filtered read under a homography: its
+    ``warp_perspective`` samples one level bilinearly, and its pyramids (``build_pyramid``) blur with a
+    Gaussian before each halving, where a renderer's mipmaps are box averages.
     """
     b = grid.shape[0]
     if patch.shape[0] == 1 and b > 1:
