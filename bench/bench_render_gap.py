@@ -63,6 +63,7 @@ def main() -> None:
 
     from patchsim.closedloop.drivers import best_of, detect, image_tensor
     from patchsim.closedloop.patches import load_patch
+    from patchsim.eot import ops
     from patchsim.eot.scenes import GREY
     from patchsim.sim.embedded import EmbeddedSimulator
     from patchsim.sim.scenario import load_scenario, with_overrides
@@ -82,9 +83,9 @@ def main() -> None:
     grey[..., :3], grey[..., 3] = GREY, 1.0
 
     filters = args.filters.split(",")
-    unknown = sorted(set(filters) - {"bilinear", "footprint"})
+    unknown = sorted(set(filters) - set(ops.PATCH_FILTERS))
     if unknown:
-        raise SystemExit(f"--filters: unknown filter(s) {', '.join(unknown)} (bilinear, footprint)")
+        raise SystemExit(f"--filters: unknown filter(s) {', '.join(unknown)} ({', '.join(ops.PATCH_FILTERS)})")
     rows, t0 = [], time.perf_counter()
     with EmbeddedSimulator(labels=False) as sim:
         for e in episodes:

@@ -108,6 +108,9 @@ def sample_patch_footprint(patch: torch.Tensor, grid: torch.Tensor, levels: int 
     return out
 
 
+PATCH_FILTERS = ("bilinear", "footprint")  # how an image may read the patch (:func:`read_patch`)
+
+
 def read_patch(colours: torch.Tensor | None, cover: torch.Tensor, grid: torch.Tensor,
                patch_filter: str = "bilinear") -> tuple[torch.Tensor | None, torch.Tensor]:
     """The patch's colours (B or 1, C, h, w; None: no patch) and coverage (B or 1, K, h, w; channel 0 the
@@ -119,10 +122,16 @@ def read_patch(colours: torch.Tensor | None, cover: torch.Tensor, grid: torch.Te
     sticker's edge mixes the sticker with what lies around it, not with the transparent texels outside it.
     """
     if patch_filter == "footprint":
-        covered = sample_patch_footprint(cover, grid)
         if colours is None:
-            return None, covered
-        return sample_patch_footprint(colours * cover[:, :1], grid) / covered[:, :1].clamp(min=1e-3), covered
+            return None, sample_patch_footprint(cover, grid)
+        # one pass over premultiplied colours and coverage together: the footprints are worked out once
+        premultiplied = (colours * cover[:, :1]).to(grid.dtype)
+        b = max(premultiplied.shape[0], cover.shape[0])
+        read = sample_patch_footprint(torch.cat([premultiplied.expand(b, -1, -1, -1),
+                                                 cover.to(grid.dtype).expand(b, -1, -1, -1)], 1), grid)
+        c = colours.shape[1]
+        covered = read[:, c:]
+        return read[:, :c] / covered[:, :1].clamp(min=1e-3), covered
     return (sample_patch(colours, grid) if colours is not None else None), sample_patch(cover, grid)
 
 

@@ -70,8 +70,9 @@ class EOTConfig:
                                                "footprint, as a renderer's mipmaps and a camera's pixels do)")
 
     def __post_init__(self) -> None:
-        if self.patch_filter not in ("bilinear", "footprint"):
-            raise FieldError("patch_filter", f"patch_filter must be bilinear or footprint, not {self.patch_filter!r}")
+        if self.patch_filter not in ops.PATCH_FILTERS:
+            raise FieldError("patch_filter", f"patch_filter must be {' or '.join(ops.PATCH_FILTERS)}, "
+                                             f"not {self.patch_filter!r}")
 
 
 @dataclass

@@ -204,6 +204,15 @@ def _band_cell(band: dict) -> str:
     return f"{_pct(band['heldout_success_rate'])} ({_pct(band['clean_detection_rate'])})"
 
 
+def _headline_bands(report: dict) -> tuple[dict, dict, list[str]]:
+    """The headline attack's held-out figures by distance band for the baseline and the hardened model, and
+    the bands both have counted samples in."""
+    headline = report["headline_attack"]
+    bands_b = report["baseline"]["adaptive"].get(headline, {}).get("heldout_by_distance_m") or {}
+    bands_h = report["hardened"]["adaptive"].get(headline, {}).get("heldout_by_distance_m") or {}
+    return bands_b, bands_h, [k for k in bands_b if bands_b[k].get("counted") and bands_h.get(k, {}).get("counted")]
+
+
 def _report_md(report: dict) -> str:
     b, h = report["baseline"], report["hardened"]
     rows = []
@@ -219,12 +228,10 @@ def _report_md(report: dict) -> str:
     for name in b["adaptive"]:
         rows.append((f"adaptive {name}: held-out success", _pct(b["adaptive"][name]["heldout_success_rate"]),
                      _pct(h["adaptive"][name]["heldout_success_rate"])))
-    bands_b = b["adaptive"].get(report["headline_attack"], {}).get("heldout_by_distance_m") or {}
-    bands_h = h["adaptive"].get(report["headline_attack"], {}).get("heldout_by_distance_m") or {}
-    for band in bands_b if "map50" in b else ():
-        if band in bands_h and bands_b[band].get("counted") and bands_h[band].get("counted"):
-            rows.append((f"adaptive {report['headline_attack']} at {band} m: held-out success (clean detection)",
-                         _band_cell(bands_b[band]), _band_cell(bands_h[band])))
+    bands_b, bands_h, bands = _headline_bands(report)
+    for band in bands if "map50" in b else ():
+        rows.append((f"adaptive {report['headline_attack']} at {band} m: held-out success (clean detection)",
+                     _band_cell(bands_b[band]), _band_cell(bands_h[band])))
     for name, v in report["transfer"].items():
         rows.append((f"transfer: the baseline's {name} patch", _pct(b["adaptive"][name]["heldout_success_rate"]),
                      _pct(v)))
@@ -262,9 +269,7 @@ def plot_report(path: Path, report: dict) -> None:
     from patchsim.runs import atomic_path
 
     b, h, headline = report["baseline"], report["hardened"], report["headline_attack"]
-    bands_b = b["adaptive"].get(headline, {}).get("heldout_by_distance_m") or {}
-    bands_h = h["adaptive"].get(headline, {}).get("heldout_by_distance_m") or {}
-    bands = [k for k in bands_b if bands_b[k].get("counted") and bands_h.get(k, {}).get("counted")]
+    bands_b, bands_h, bands = _headline_bands(report)
     loop = [(k, label) for k, label in (("closed_loop_stop_rate", "stopped, own patch"),
                                         ("clean_closed_loop_stop_rate", "stopped, clean"),
                                         ("adaptive_departure_rate", "departures, own marking"),
